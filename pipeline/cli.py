@@ -1,0 +1,148 @@
+"""``python -m pipeline <command>``: argparse subcommands over the stages.
+
+The arguments are turned into one frozen :class:`~pipeline.config.Config`, built once here and
+passed down. User errors print one ``error:`` line on stderr and exit 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline import runtime
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+COMMON = {
+    "data",
+    "artifacts",
+    "submissions",
+    "seed",
+    "competition",
+    "image_shape",
+    "channels_first",
+    "submission",
+    "debug",
+}
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C (e.g. 28,28,1), got {text!r}") from None
+    if len(parts) == 2:
+        parts = (*parts, 1)
+    if len(parts) != 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W,C (e.g. 28,28,1), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    g.add_argument("--data", type=Path, help="competition folder (default: see README)")
+    g.add_argument("--competition", help="competition slug (folder name under input/)")
+    g.add_argument(
+        "--artifacts",
+        type=Path,
+        default=runtime.default_artifacts_dir(),
+        help="where study DB, models, histories and reports go (default: artifacts/)",
+    )
+    g.add_argument(
+        "--submissions",
+        type=Path,
+        default=runtime.default_submissions_dir(),
+        help="folder for submission CSVs (default: submissions/)",
+    )
+    g.add_argument("--seed", type=int, default=42, help="random seed (split, search, init)")
+    g.add_argument("--image-shape", type=_shape, help="H,W,C when the pixel count is ambiguous")
+    g.add_argument(
+        "--channels-first",
+        action="store_true",
+        help="pixel columns are plane-ordered (all R, then G, then B)",
+    )
+    g.add_argument("--submission", type=Path, help="write the submission here instead")
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+Handler = Callable[[Config], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+def cmd_inspect(cfg: Config) -> int:
+    from pipeline.data import load_competition, resolve_data_dir
+
+    ds = load_competition(
+        resolve_data_dir(cfg.data, cfg.competition),
+        cache_dir=cfg.artifacts / "cache",
+        image_shape=cfg.image_shape,
+        channels_first=cfg.channels_first,
+        competition=cfg.competition,
+    )
+    print(json.dumps(ds.layout.to_json(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_parser()
+    parser = argparse.ArgumentParser(
+        prog="./run.sh",
+        description="Kaggle pipeline for CSV pixel-row image classification competitions.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser(
+        "inspect", parents=[common], help="print what the pipeline understands of the data (JSON)"
+    )
+    COMMANDS["inspect"] = cmd_inspect
+
+    for register in _EXTENSIONS:
+        register(sub, common)
+    return parser
+
+
+# Later stages add their subcommands here: each entry is ``register(subparsers, common_parser)``,
+# which adds its parser and its handler to COMMANDS. The handlers import their stage lazily.
+_EXTENSIONS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = []
+
+
+def build_config(ns: argparse.Namespace) -> Config:
+    """The one frozen config of this run, from parsed arguments."""
+    values = vars(ns).copy()
+    command = values.pop("command")
+    common = {k: values.pop(k) for k in list(values) if k in COMMON}
+    return Config(command=command, **common).with_options(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    cfg = build_config(ns)
+    try:
+        return COMMANDS[cfg.command](cfg)
+    except PipelineError as exc:
+        if cfg.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "interrupted; completed work is kept (rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        if cfg.debug:
+            raise
+        print(
+            f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
