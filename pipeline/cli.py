@@ -108,9 +108,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later stages add their subcommands here: each entry is ``register(subparsers, common_parser)``,
-# which adds its parser and its handler to COMMANDS. The handlers import their stage lazily.
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = []
+def _lazy(module: str, func: str) -> Handler:
+    """A handler that imports its stage only when the command runs."""
+
+    def run(cfg: Config) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(cfg)
+
+    return run
+
+
+def _zoo_commands(sub, common) -> None:
+    p = sub.add_parser(
+        "models", parents=[common], help="list the model zoo with parameter counts and recipes"
+    )
+    p.add_argument("--classes", type=int, help="number of classes (default: each study's)")
+    p.add_argument("--input-shape", type=_shape, help="H,W,C (default: each study's)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    COMMANDS["models"] = _lazy("pipeline.runs", "cmd_models")
+
+    p = sub.add_parser(
+        "train", parents=[common], help="one experiment: fit a zoo model, save the run, submit"
+    )
+    p.add_argument("--model", required=True, help="registry name (./run.sh models)")
+    p.add_argument("--epochs", type=int, help="default: the study's recipe")
+    p.add_argument("--batch-size", type=int, help="default: the study's recipe")
+    p.add_argument("--optimizer", choices=["adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta"])
+    p.add_argument("--lr", type=float, help="learning rate (default: the study's)")
+    p.add_argument(
+        "--augment", nargs="?", const="strong", choices=["off", "light", "strong"],
+        help="rotation/shift/zoom augmentation in training (bare flag: strong)",
+    )
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--limit", type=int, help="use only N labelled rows (stratified; for trials)")
+    COMMANDS["train"] = _lazy("pipeline.runs", "cmd_train")
+
+    p = sub.add_parser("predict", parents=[common], help="predict the test set from a saved model")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run", help="run id under artifacts/<competition>/runs/")
+    g.add_argument("--model-path", type=Path, help="a saved .keras model")
+    p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
+    COMMANDS["predict"] = _lazy("pipeline.runs", "cmd_predict")
+
+
+# Each stage adds its subcommands here: ``register(subparsers, common_parser)`` adds its parsers
+# and handlers to COMMANDS. The handlers import their stage lazily.
+_EXTENSIONS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
+    _zoo_commands,
+]
 
 
 def build_config(ns: argparse.Namespace) -> Config:

@@ -1,0 +1,61 @@
+"""Stage 3: model(s) -> class probabilities for the test set (ensembles, test-time shifts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+# test-time augmentation: the identity plus one-pixel shifts in four directions
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def load_model(path: Path):
+    """Load a saved ``model.keras``; a missing or damaged file is a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: no such model file; train one with ./run.sh train or tune")
+    import keras
+
+    from pipeline.training import configure_runtime
+
+    configure_runtime()
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise PipelineError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+
+
+def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Shift uint8 images by whole pixels, filling with zeros (the background)."""
+    if dy == 0 and dx == 0:
+        return x
+    out = np.zeros_like(x)
+    h, w = x.shape[1:3]
+    ys = slice(max(dy, 0), h + min(dy, 0))
+    xs = slice(max(dx, 0), w + min(dx, 0))
+    yd = slice(max(-dy, 0), h + min(-dy, 0))
+    xd = slice(max(-dx, 0), w + min(-dx, 0))
+    out[:, ys, xs] = x[:, yd, xd]
+    return out
+
+
+def predict_proba(model, x: np.ndarray, batch_size: int = 1024, tta: bool = False) -> np.ndarray:
+    """Class probabilities for uint8 images; ``tta`` averages over small shifts."""
+    from pipeline.training import make_dataset
+
+    shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
+    total = None
+    for dy, dx in shifts:
+        ds = make_dataset(_shift(x, dy, dx), None, 0, batch_size)
+        p = np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+        total = p if total is None else total + p
+    return (total / len(shifts)).astype(np.float32)
+
+
+def ensemble_proba(models, x: np.ndarray, tta: bool = False) -> np.ndarray:
+    """The mean of several models' probabilities."""
+    probs = [predict_proba(m, x, tta=tta) for m in models]
+    return np.mean(probs, axis=0)

@@ -1,0 +1,72 @@
+"""Training on real demo rows, and `train` -> `predict` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import cli
+from pipeline.data import load_competition
+from pipeline.models import build_model, get_entry
+from pipeline.runs import holdout
+from pipeline.training import fit, make_dataset, settings_for
+
+
+def test_dataset_scales_per_batch_and_one_hots():
+    x = np.array([[[[0]], [[255]]], [[[51]], [[102]]]], dtype=np.uint8)  # 2 images, 2x1x1
+    ds = make_dataset(x, np.array([1, 0]), 3, batch_size=2)
+    images, labels = next(iter(ds))
+    np.testing.assert_allclose(images.numpy().ravel(), [0, 1, 0.2, 0.4], atol=1e-6)
+    np.testing.assert_array_equal(labels.numpy(), [[0, 1, 0], [1, 0, 0]])
+
+
+@pytest.mark.slow
+def test_small_model_learns_real_rows(demo_small):
+    ds = load_competition(demo_small)
+    data = holdout(ds, seed=0)
+    entry = get_entry("cnn1")
+    settings = settings_for(entry, seed=0, epochs=2, batch_size=32)
+    result = fit(build_model("cnn1", ds.image_shape, ds.num_classes), settings, data,
+                 ds.num_classes, verbose=0)
+    assert result.metrics["val_accuracy"] > 0.70
+    assert result.metrics["epochs_run"] == 2
+    assert len(result.history["val_accuracy"]) == 2
+    # the best epoch's weights are the ones kept
+    assert result.metrics["val_accuracy"] == max(result.history["val_accuracy"])
+
+
+@pytest.mark.slow
+def test_train_then_predict_end_to_end(demo_small, tmp_path, capsys):
+    art, subs = tmp_path / "art", tmp_path / "subs"
+    common = ["--data", str(demo_small), "--artifacts", str(art), "--submissions", str(subs)]
+    assert cli.main(["train", "--model", "lenet5_wide", "--epochs", "1", "--batch-size", "128",
+                     *common]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    first = out[-1]
+    assert first.endswith("-lenet5_wide.csv")
+    runs = list((art / "fashion-mnist" / "runs").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    for name in ("model.keras", "history.csv", "metrics.json", "config.json"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["params"] == 369_174 and metrics["epochs_run"] == 1
+    assert json.loads((run / "config.json").read_text())["settings"]["batch_size"] == 128
+    sub = pd.read_csv(first)
+    sample = pd.read_csv(demo_small / "sample_submission.csv")
+    assert list(sub.columns) == ["Id", "Label"] and list(sub["Id"]) == list(sample["Id"])
+
+    again = tmp_path / "again.csv"
+    assert cli.main(["predict", "--run", run.name, "--submission", str(again), *common]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(again)
+    pd.testing.assert_frame_equal(pd.read_csv(again), sub)
+
+
+def test_predict_unknown_run_is_one_line(demo_small, tmp_path, capsys):
+    code = cli.main(["predict", "--run", "nope", "--data", str(demo_small),
+                     "--artifacts", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "no such run" in err
