@@ -244,6 +244,7 @@ def fit(
     callbacks: list | None = None,
     deadline: float | None = None,
     verbose: int | None = None,
+    keep_best: bool = True,
 ) -> FitResult:
     """Compile ``model`` with ``settings`` and train it on (x_train, y_train, x_val, y_val)."""
     import keras
@@ -259,7 +260,7 @@ def fit(
     )
     BestWeights, Deadline, EpochTimer, StopOnNaN = _callbacks_module()
     best, timer = BestWeights(), EpochTimer()
-    cbs = [timer, StopOnNaN(), best]
+    cbs = [timer, StopOnNaN()] + ([best] if keep_best else [])
     if settings.reduce_lr:
         cbs.append(
             keras.callbacks.ReduceLROnPlateau(

@@ -1,0 +1,93 @@
+"""The Optuna search space, kept apart from the architectures.
+
+An architecture is a categorical choice over registry entries; each entry's exposed
+hyperparameters (its ``defaults``) are searched conditionally on it, with a distribution chosen by
+the hyperparameter's kind; the shared training knobs come last. Nothing here builds a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# the core study's entries, plus cnn5bn (study 000), which is fast and strong on 28x28 data
+DEFAULT_MODELS = (
+    "cnn1", "cnn2", "cnn3", "cnn4", "cnn5", "cnn6", "cnn7", "cnn5bn",
+    "lenet5", "lenet5_wide", "alexnet", "vgg16", "resnet",
+)  # fmt: skip
+OPTIMIZERS = ("adam", "sgd-nesterov", "rmsprop", "adadelta")
+LR_RANGE = {
+    "adam": (2e-4, 3e-3),
+    "rmsprop": (1e-4, 2e-3),
+    "sgd-nesterov": (3e-3, 0.1),
+    "adadelta": (0.1, 2.0),
+}
+BATCH_SIZES = (64, 128, 256, 512)
+AUGMENT = ("off", "light", "strong")
+LABEL_SMOOTHING = (0.0, 0.05, 0.1)
+ACTIVATIONS = ("relu", "elu", "gelu")
+
+# The study's best hand-tuned setting, as the first trial: the search starts from it.
+WARM_START = {
+    "model": "cnn7",
+    "cnn7.dropout1": 0.25,
+    "cnn7.dropout2": 0.25,
+    "cnn7.dropout3": 0.25,
+    "cnn7.width": 1.0,
+    "cnn7.activation": "relu",
+    "optimizer": "adam",
+    "lr_adam": 1e-3,
+    "batch_size": 256,
+    "augment": "light",
+    "label_smoothing": 0.0,
+}
+
+
+def suggest_hp(trial, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Sample the exposed hyperparameters of one entry (names prefixed with the entry's name)."""
+    hp: dict[str, Any] = {}
+    width = None
+    for key, default in defaults.items():
+        p = f"{name}.{key}"
+        if isinstance(default, bool):
+            hp[key] = trial.suggest_categorical(p, [False, True])
+        elif key.startswith("dropout") and isinstance(default, float):
+            hp[key] = trial.suggest_float(p, 0.0, 0.6, step=0.05)
+        elif key == "activation":
+            hp[key] = trial.suggest_categorical(p, list(ACTIVATIONS))
+        elif key == "width":
+            hp[key] = trial.suggest_categorical(p, [0.5, 1.0])
+        elif isinstance(default, int) and (key.startswith("filters") or key.endswith("units")):
+            # widths share one multiplier so the architecture keeps its proportions
+            if width is None:
+                width = trial.suggest_categorical(f"{name}.width", [0.5, 1.0, 2.0])
+            hp[key] = max(4, int(round(default * width)))
+        # anything else (tuples of widths, weights, strides) keeps the study's value
+    return hp
+
+
+def suggest(trial, models: list[str], entries: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    """One trial's full configuration: model, its hyperparameters, and the training knobs."""
+    name = trial.suggest_categorical("model", list(models))
+    hp = suggest_hp(trial, name, entries[name].defaults)
+    optimizer = trial.suggest_categorical("optimizer", list(OPTIMIZERS))
+    lo, hi = LR_RANGE[optimizer]
+    lr = trial.suggest_float(f"lr_{optimizer}", lo, hi, log=True)
+    return {
+        "model": name,
+        "hp": hp,
+        "optimizer": optimizer,
+        "learning_rate": lr,
+        "momentum": 0.9 if optimizer == "sgd-nesterov" else 0.0,
+        "batch_size": trial.suggest_categorical("batch_size", list(BATCH_SIZES)),
+        "augment": trial.suggest_categorical("augment", list(AUGMENT)),
+        "label_smoothing": trial.suggest_categorical("label_smoothing", list(LABEL_SMOOTHING)),
+        "epochs": trial.suggest_int("epochs", min(3, max_epochs), max_epochs),
+        "reduce_lr": True,
+    }
+
+
+def warm_start_params(models: list[str], max_epochs: int) -> dict[str, Any] | None:
+    """The warm-start trial when its model is in the space."""
+    if WARM_START["model"] not in models:
+        return None
+    return {**WARM_START, "epochs": max_epochs}

@@ -1,0 +1,532 @@
+"""``tune``: Optuna search over the zoo within a time budget, then the best model(s) predict.
+
+Storage: an SQLite file ``artifacts/<competition>/optuna.db`` (study name = competition) unless
+``--storage URL``; rerunning resumes. Trials left RUNNING by a killed process are found by Optuna's
+heartbeat, marked failed and retried. Each trial keeps its holdout probabilities, and the models
+of the top trials are kept on disk, so the final stage never retrains unless ``--refit``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config
+from pipeline.data import Dataset
+from pipeline.errors import PipelineError
+from pipeline.fsutil import atomic_write_json, atomic_write_text
+from pipeline.runs import competition_dir, holdout, load_data, save_model, write_predictions
+
+QUICK = dict(timeout=150, trials=3, max_epochs=2, limit=3000)
+FINAL_RESERVE = 60.0  # seconds kept for predicting and writing, beyond any refit
+
+
+def _log(msg: str) -> None:
+    print(f"tune: {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost: seconds per training image, measured once per machine, scaled by MACs
+
+
+def measure_cost(cfg: Config, ds: Dataset, cache: Path) -> dict[str, Any]:
+    """Seconds per training image per MAC, measured on this machine with cnn1 (cached)."""
+    from pipeline.models import build_model, count_macs
+    from pipeline.training import configure_runtime, make_dataset, make_optimizer
+
+    info = configure_runtime()
+    key = f"{info['device']}-{os.cpu_count()}-{'x'.join(map(str, ds.image_shape))}"
+    if cache.exists():
+        known = json.loads(cache.read_text())
+        if known.get("key") == key:
+            return known
+    import keras
+
+    keras.backend.clear_session()
+    model = build_model("cnn1", ds.image_shape, ds.num_classes)
+    model.compile(optimizer=make_optimizer("adam", 1e-3), loss="categorical_crossentropy")
+    n = min(len(ds.x_train), 256 * 8)
+    data = make_dataset(ds.x_train[:n], ds.y_train[:n], ds.num_classes, 256)
+    model.fit(data.take(2), epochs=1, verbose=0, shuffle=False)  # trace and warm up
+    t0 = time.perf_counter()
+    model.fit(data, epochs=1, verbose=0, shuffle=False)
+    per_image = (time.perf_counter() - t0) / n
+    macs = count_macs(model)
+    result = {"key": key, "seconds_per_image": per_image, "macs": macs,
+              "seconds_per_image_per_mac": per_image / macs}
+    atomic_write_json(cache, result)
+    keras.backend.clear_session()
+    return result
+
+
+def entry_macs(name: str, ds: Dataset) -> int:
+    import keras
+
+    from pipeline.models import build_model, count_macs
+
+    keras.backend.clear_session()
+    macs = count_macs(build_model(name, ds.image_shape, ds.num_classes))
+    keras.backend.clear_session()
+    return macs
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage and study
+
+
+def storage_url(cfg: Config, ds: Dataset) -> str:
+    url = cfg.opt("storage")
+    if url:
+        return url
+    path = competition_dir(cfg, ds) / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def make_storage(url: str):
+    """Any Optuna storage URL; heartbeats find trials whose process died (RDB and journal)."""
+    import optuna
+
+    beat = float(os.environ.get("PIPELINE_HEARTBEAT", "10"))
+    if url.endswith(".log") or url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url.removeprefix("journal:").removeprefix("///")
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    kwargs: dict[str, Any] = dict(
+        heartbeat_interval=max(1, int(beat)),
+        grace_period=max(2, int(beat * 3)),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
+    )
+    # Optuna 4.9 renamed the retry callback; Kaggle kernels may carry an older Optuna
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        kwargs["heartbeat_stale_trial_callback"] = (
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        )
+    else:
+        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def make_pruner(name: str, max_epochs: int):
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
+                                              reduction_factor=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def open_study(cfg: Config, ds: Dataset, max_epochs: int):
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TPE's multivariate/group/constant_liar and heartbeats are stable in practice but flagged
+    # experimental; the flags would bury the progress lines
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    url = storage_url(cfg, ds)
+    name = cfg.opt("study") or ds.competition
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed, n_startup_trials=5, multivariate=True, group=True, constant_liar=True,
+    )
+    try:
+        study = optuna.create_study(
+            storage=make_storage(url), study_name=name, direction="maximize", sampler=sampler,
+            pruner=make_pruner(cfg.opt("pruner", "median"), max_epochs), load_if_exists=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - bad URL, driver missing, DB locked...
+        raise PipelineError(f"cannot open Optuna storage {url!r}: {exc}") from None
+    return study, url, name
+
+
+# ---------------------------------------------------------------------------------------------
+# One trial
+
+
+def pruning_callback(trial):
+    """Report val_accuracy to Optuna once per epoch; prune when the pruner says so."""
+    import keras
+    import optuna
+
+    class Pruning(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            acc = (logs or {}).get("val_accuracy")
+            if acc is None:
+                return
+            trial.report(float(acc), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (val_accuracy {acc:.4f})")
+
+    return Pruning()
+
+
+class Search:
+    """Holds what every trial of this process shares: data, split, budget, cost model."""
+
+    def __init__(self, cfg: Config, ds: Dataset, models: list[str], max_epochs: int,
+                 deadline: float, cost: dict[str, Any], macs: dict[str, int], keep: int):
+        self.cfg, self.ds, self.models = cfg, ds, models
+        self.max_epochs, self.deadline, self.keep = max_epochs, deadline, keep
+        self.cost, self.macs = cost, macs
+        self.data = holdout(ds, cfg.seed, cfg.opt("limit"))
+        self.tune_dir = competition_dir(cfg, ds) / "tune"
+        self.failures = 0
+        self.max_failures = cfg.opt("max_failures") or 5
+        self.started = time.monotonic()
+
+    def epoch_seconds(self, name: str) -> float:
+        # training ~ 3 forward passes; validation one forward pass over the holdout
+        n_train, n_val = len(self.data[0]), len(self.data[2])
+        per = self.cost["seconds_per_image_per_mac"] * self.macs[name]
+        return per * (n_train + n_val / 3.0) * 1.1
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def objective(self, trial) -> float:
+        import keras
+        import optuna
+
+        from pipeline.models import build_model, get_entry
+        from pipeline.search_space import suggest
+        from pipeline.training import TrainSettings, fit
+
+        keras.backend.clear_session()
+        gc.collect()
+        entries = {m: get_entry(m) for m in self.models}
+        spec = suggest(trial, self.models, entries, self.max_epochs)
+        name = spec["model"]
+        per_epoch = self.epoch_seconds(name)
+        epochs = spec["epochs"]
+        fits = int(self.remaining() // per_epoch)
+        if fits < 1:
+            trial.set_user_attr("reason", f"needs ~{per_epoch:.0f} s/epoch, "
+                                f"{max(self.remaining(), 0):.0f} s left")
+            raise optuna.TrialPruned(trial.user_attrs["reason"])
+        if fits < epochs:
+            epochs = fits
+            trial.set_user_attr("epochs_clipped_to", epochs)
+        settings = TrainSettings(
+            optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
+            momentum=spec["momentum"], batch_size=spec["batch_size"], epochs=epochs,
+            reduce_lr=spec["reduce_lr"], augment=spec["augment"],
+            label_smoothing=spec["label_smoothing"], seed=self.cfg.seed + trial.number,
+        )
+        trial.set_user_attr("model", name)
+        trial.set_user_attr("hp", spec["hp"])
+        trial.set_user_attr("settings", settings.to_dict())
+        try:
+            model = build_model(name, self.ds.image_shape, self.ds.num_classes, **spec["hp"])
+            result = fit(model, settings, self.data, self.ds.num_classes,
+                         callbacks=[pruning_callback(trial)], deadline=self.deadline - 5,
+                         verbose=0)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("reason", str(exc))
+            raise
+        except FloatingPointError as exc:
+            trial.set_user_attr("reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        except Exception as exc:
+            trial.set_user_attr("reason", f"{type(exc).__name__}: {str(exc)[:300]}")
+            self.failures += 1
+            raise
+        self.failures = 0
+        m = result.metrics
+        for k in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "epochs_run",
+                  "best_epoch", "seconds", "params", "train_images_per_second"):
+            trial.set_user_attr(k, m[k])
+        trial.set_user_attr("history", result.history)
+        self.keep_artifacts(trial, result.model)
+        return float(m["val_accuracy"])
+
+    def keep_artifacts(self, trial, model) -> None:
+        """Save this trial's model and holdout probabilities if it is among the top ``keep``."""
+        from pipeline.predict import predict_proba
+
+        models_dir = self.tune_dir / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        path = models_dir / f"trial-{trial.number}.keras"
+        save_model(model, path)
+        np.save(models_dir / f"trial-{trial.number}.holdout.npy",
+                predict_proba(model, self.data[2]))
+        trial.set_user_attr("model_path", str(path))
+
+    def prune_saved_models(self, study) -> None:
+        import optuna
+
+        done = [t for t in study.get_trials(deepcopy=False,
+                                             states=[optuna.trial.TrialState.COMPLETE])]
+        top = {t.number for t in sorted(done, key=lambda t: t.value, reverse=True)[: self.keep]}
+        for p in (self.tune_dir / "models").glob("trial-*.keras"):
+            number = int(p.name.split("-")[1].split(".")[0])
+            if number not in top and number in {t.number for t in done}:
+                p.unlink(missing_ok=True)
+                p.with_name(f"trial-{number}.holdout.npy").unlink(missing_ok=True)
+
+    def progress(self, study, trial) -> None:
+        """One line per finished trial; also stops the study when the budget or failures say so."""
+        import optuna
+
+        a = trial.user_attrs
+        state = trial.state.name.lower()
+        hp = ", ".join(f"{k}={v}" for k, v in a.get("hp", {}).items() if "dropout" in k or k == "width")
+        s = a.get("settings", {})
+        key = (f"{s.get('optimizer')} lr={s.get('learning_rate', 0):.2g} bs={s.get('batch_size')} "
+               f"aug={s.get('augment')}" + (f" {hp}" if hp else ""))
+        try:
+            best = f"{study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "-"
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            result = (f"val_acc {trial.value:.4f} epochs {a.get('epochs_run')} "
+                      f"{a.get('seconds', 0):.0f}s")
+        else:
+            result = f"{state}: {a.get('reason', '')}"
+        _log(f"trial {trial.number:>3} {a.get('model', '?'):<12} {key} | {result} | best {best}"
+             f" | {max(self.remaining(), 0):.0f}s left")
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            self.prune_saved_models(study)
+        cheapest = min(self.epoch_seconds(m) for m in self.models)
+        if self.remaining() < cheapest:
+            study.stop()
+        if self.failures >= self.max_failures:
+            _log(f"stopping: {self.failures} trials failed in a row (--max-failures)")
+            study.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Final stage
+
+
+def trials_frame(study) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        s = a.get("settings", {})
+        rows.append({
+            "number": t.number,
+            "state": t.state.name,
+            "model": a.get("model", t.params.get("model")),
+            "params": json.dumps({k: v for k, v in t.params.items()}, sort_keys=True),
+            "val_accuracy": a.get("val_accuracy"),
+            "val_loss": a.get("val_loss"),
+            "train_accuracy": a.get("train_accuracy"),
+            "train_loss": a.get("train_loss"),
+            "epochs_run": a.get("epochs_run", len(t.intermediate_values) or None),
+            "seconds": a.get("seconds") or (
+                (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete and t.datetime_start else None),
+            "param_count": a.get("params"),
+            "optimizer": s.get("optimizer"),
+            "learning_rate": s.get("learning_rate"),
+            "batch_size": s.get("batch_size"),
+            "augment": s.get("augment"),
+            "reason": a.get("reason", ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
+    """Best trial(s) -> test probabilities -> submission, best.json, trials.csv."""
+    import optuna
+
+    from pipeline.predict import load_model, predict_proba
+
+    tune_dir = competition_dir(cfg, ds) / "tune"
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    frame = trials_frame(study)
+    atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
+    done = [t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+            if t.user_attrs.get("model_path") and Path(t.user_attrs["model_path"]).exists()]
+    if not done:
+        raise PipelineError(
+            f"study {study.study_name!r} has no completed trial with a saved model; run "
+            "./run.sh tune with a larger --timeout"
+        )
+    done.sort(key=lambda t: t.value, reverse=True)
+    _, _, x_val, y_val = holdout(ds, cfg.seed, cfg.opt("limit"))
+    requested = cfg.opt("ensemble") or "auto"
+    candidates = done[: (3 if requested == "auto" else int(requested))]
+    # holdout accuracy of the top-k averages, from the probabilities kept at trial time
+    holdout_probs = []
+    for t in candidates:
+        f = Path(t.user_attrs["model_path"]).with_name(f"trial-{t.number}.holdout.npy")
+        holdout_probs.append(np.load(f) if f.exists() else None)
+    scores = {}
+    for k in range(1, len(candidates) + 1):
+        if any(p is None or len(p) != len(y_val) for p in holdout_probs[:k]):
+            break
+        mean = np.mean(holdout_probs[:k], axis=0)
+        scores[k] = float((mean.argmax(1) == y_val).mean())
+    if requested == "auto":
+        k = max(scores, key=lambda i: (scores[i], -i)) if scores else 1
+    else:
+        k = len(candidates)
+    chosen = candidates[:k]
+    _log(
+        "final: holdout accuracy of the top-k ensembles: "
+        + ", ".join(f"k={i}: {s:.4f}" for i, s in scores.items())
+        + f"; using k={k}"
+    )
+    tta = bool(cfg.opt("tta"))
+    probs = []
+    if cfg.opt("refit"):
+        refit_model = refit_best(cfg, ds, chosen[0], deadline)
+        if refit_model is not None:
+            probs.append(predict_proba(refit_model, ds.x_test, tta=tta))
+            chosen = chosen[:1]
+    if not probs:
+        for t in chosen:
+            model = load_model(Path(t.user_attrs["model_path"]))
+            probs.append(predict_proba(model, ds.x_test, tta=tta))
+    test_probs = np.mean(probs, axis=0)
+    holdout_acc = scores.get(k, chosen[0].value)
+    names = "+".join(t.user_attrs.get("model", "?") for t in chosen)
+    label = f"tune-{names}" if k > 1 else f"tune-{names}-t{chosen[0].number}"
+    np.save(tune_dir / "test_proba.npy", test_probs)
+    best = {
+        "study": study.study_name,
+        "trial": chosen[0].number,
+        "ensemble": [t.number for t in chosen],
+        "model": chosen[0].user_attrs.get("model"),
+        "params": chosen[0].params,
+        "hp": chosen[0].user_attrs.get("hp"),
+        "settings": chosen[0].user_attrs.get("settings"),
+        "holdout_accuracy": holdout_acc,
+        "best_trial_holdout_accuracy": chosen[0].value,
+        "ensemble_holdout_accuracy": scores,
+        "tta": tta,
+        "model_path": chosen[0].user_attrs.get("model_path"),
+        "model_paths": [t.user_attrs.get("model_path") for t in chosen],
+        "config": cfg.to_dict(),
+    }
+    atomic_write_json(tune_dir / "best.json", best)
+    cfg.save(tune_dir / "config.json")
+    _print_top(frame)
+    return write_predictions(cfg, ds, test_probs, label,
+                             {"holdout_accuracy": holdout_acc, "trials": best["ensemble"],
+                              "study": study.study_name})
+
+
+def refit_best(cfg: Config, ds: Dataset, trial, deadline: float):
+    """Retrain the best configuration on all labelled rows for its best epoch count."""
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.training import TrainSettings, fit
+
+    a = trial.user_attrs
+    settings = TrainSettings(**{**a["settings"], "epochs": int(a.get("best_epoch") or 1),
+                                "reduce_lr": a["settings"].get("reduce_lr", True)})
+    needed = a.get("seconds", 0) / max(a.get("epochs_run", 1), 1) * settings.epochs * 1.25
+    left = deadline - time.monotonic() - 30
+    if needed > left:
+        _log(f"final: skipping --refit (needs ~{needed:.0f} s, {left:.0f} s left)")
+        return None
+    _log(f"final: refitting trial {trial.number} ({a['model']}) on all {len(ds.y_train)} rows "
+         f"for {settings.epochs} epochs (~{needed:.0f} s)")
+    keras.backend.clear_session()
+    model = build_model(a["model"], ds.image_shape, ds.num_classes, **a.get("hp", {}))
+    # the holdout is inside the training rows now: keep the last epoch, not the "best" one
+    data = (ds.x_train, ds.y_train, ds.x_train[:256], ds.y_train[:256])
+    return fit(model, settings, data, ds.num_classes, verbose=0, keep_best=False).model
+
+
+def _print_top(frame: pd.DataFrame) -> None:
+    done = frame[frame["state"] == "COMPLETE"].sort_values("val_accuracy", ascending=False)
+    if done.empty:
+        return
+    print("\ntop trials:")
+    cols = ["number", "model", "val_accuracy", "val_loss", "train_accuracy", "epochs_run",
+            "seconds", "optimizer", "learning_rate", "batch_size", "augment"]
+    print(done[cols].head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def cmd_tune(cfg: Config) -> int:
+    import optuna
+
+    from pipeline.models import get_entry
+    from pipeline.search_space import DEFAULT_MODELS, warm_start_params
+    from pipeline.training import configure_runtime
+
+    start = time.monotonic()
+    quick = bool(cfg.opt("quick"))
+    timeout = cfg.opt("timeout") or (QUICK["timeout"] if quick else 3600)
+    trials = cfg.opt("trials") or (QUICK["trials"] if quick else None)
+    max_epochs = cfg.opt("max_epochs") or (QUICK["max_epochs"] if quick else 15)
+    if quick and not cfg.opt("limit"):
+        cfg = cfg.with_options(limit=QUICK["limit"])
+    deadline = start + timeout
+    info = configure_runtime()
+    ds = load_data(cfg)
+    study, url, name = open_study(cfg, ds, max_epochs)
+    tune_dir = competition_dir(cfg, ds) / "tune"
+    cfg.save(tune_dir / "config.json")
+    if cfg.opt("final_only"):
+        print(final_stage(cfg, ds, study, deadline))
+        return 0
+
+    requested = [m.strip() for m in (cfg.opt("models") or "").split(",") if m.strip()]
+    for m in requested:
+        get_entry(m)  # unknown names: one clear line
+    models = requested or list(DEFAULT_MODELS)
+    cost = measure_cost(cfg, ds, competition_dir(cfg, ds) / "cost.json")
+    macs = {m: entry_macs(m, ds) for m in models}
+    ens = cfg.opt("ensemble") or "auto"
+    keep = 3 if ens == "auto" else max(3, int(ens))
+    reserve = FINAL_RESERVE
+    search = Search(cfg, ds, models, max_epochs, deadline - reserve, cost, macs, keep=keep)
+    if not requested and info["device"] == "CPU":
+        share = (timeout - FINAL_RESERVE) / 4
+        slow = [m for m in models if search.epoch_seconds(m) > share]
+        if slow:
+            models = [m for m in models if m not in slow]
+            search.models = models
+            _log(f"CPU only: leaving out {', '.join(slow)} (one epoch would take more than "
+                 f"a quarter of the {timeout:.0f} s budget; --models to force)")
+    if not models:
+        raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
+    done = len([t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE])
+    if done == 0 and not study.get_trials(deepcopy=False):
+        warm = warm_start_params(models, max_epochs)
+        if warm:
+            study.enqueue_trial(warm, skip_if_exists=True)
+    _log(f"study {name!r} in {url} ({done} completed trials), {len(models)} architectures, "
+         f"{info['device']}, budget {timeout:.0f} s, up to {max_epochs} epochs per trial, "
+         f"pruner {cfg.opt('pruner') or 'median'}, "
+         f"{len(search.data[0])} train / {len(search.data[2])} holdout images")
+    if search.remaining() > 0:
+        study.optimize(
+            search.objective,
+            n_trials=trials,
+            timeout=max(search.remaining(), 1),
+            catch=(Exception,),
+            callbacks=[search.progress],
+            gc_after_trial=True,
+        )
+    if cfg.opt("search_only"):
+        frame = trials_frame(study)
+        atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
+        _print_top(frame)
+        return 0
+    path = final_stage(cfg, ds, study, deadline)
+    _log(f"done in {time.monotonic() - start:.0f} s")
+    print(path)
+    return 0

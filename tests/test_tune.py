@@ -1,0 +1,201 @@
+"""tune: the study, resume, kill and rerun, pruning, failures, many workers, ensembles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from pipeline import cli
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300"]
+
+
+def _args(demo_small, tmp_path, *extra):
+    return ["tune", "--data", str(demo_small), "--artifacts", str(tmp_path / "art"),
+            "--submissions", str(tmp_path / "subs"), *SMALL, *extra]
+
+
+def _study(tmp_path, name="fashion-mnist"):
+    url = f"sqlite:///{tmp_path / 'art' / 'fashion-mnist' / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _complete(study):
+    return [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_study_resumes_and_final_stage_writes_everything(demo_small, tmp_path, capsys):
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2")) == 0
+    out = capsys.readouterr().out
+    sub_path = out.strip().splitlines()[-1]
+    assert sub_path.endswith(".csv") and os.path.exists(sub_path)
+    assert "tune: trial   0" in out and "top trials:" in out
+    study = _study(tmp_path)
+    assert len(study.get_trials()) == 2
+    first = {t.number: t.value for t in _complete(study)}
+    assert first
+
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    assert best["holdout_accuracy"] > 0.3 and os.path.exists(best["model_path"])
+    trials = pd.read_csv(tune_dir / "trials.csv")
+    for col in ("number", "state", "model", "params", "val_accuracy", "val_loss",
+                "train_accuracy", "train_loss", "epochs_run", "seconds", "param_count"):
+        assert col in trials.columns
+    assert len(trials) == 2
+    sub = pd.read_csv(sub_path)
+    assert list(sub.columns) == ["Id", "Label"] and len(sub) == 200
+
+    # a rerun with the same settings resumes the same study and adds trials
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "1")) == 0
+    study = _study(tmp_path)
+    assert len(study.get_trials()) == 3
+    assert {t.number: t.value for t in _complete(study) if t.number in first} == first
+
+
+def test_ensemble_is_the_mean_of_the_models(demo_small, tmp_path, capsys):
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--pruner", "none",
+                          "--search-only")) == 0
+    assert cli.main(_args(demo_small, tmp_path, "--final-only", "--ensemble", "2")) == 0
+    sub_path = capsys.readouterr().out.strip().splitlines()[-1]
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    assert len(best["model_paths"]) == 2
+    from pipeline.data import load_competition
+    from pipeline.predict import load_model, predict_proba
+
+    ds = load_competition(demo_small)
+    each = [predict_proba(load_model(p), ds.x_test) for p in best["model_paths"]]
+    mean = np.mean(each, axis=0)
+    saved = np.load(tune_dir / "test_proba.npy")
+    np.testing.assert_allclose(saved, mean, atol=1e-5)
+    sub = pd.read_csv(sub_path)
+    labels = ds.classes[mean.argmax(1)]
+    by_id = dict(zip(ds.test_ids.astype(int), labels, strict=True))
+    assert [by_id[i] for i in sub["Id"]] == list(sub["Label"])
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(demo_small, tmp_path, monkeypatch,
+                                                         capsys):
+    import pipeline.models
+
+    real = pipeline.models.build_model
+    calls = {"n": 0}
+
+    def flaky(name, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated out of memory")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(pipeline.models, "build_model", flaky)
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2")) == 0
+    study = _study(tmp_path)
+    states = [t.state for t in study.get_trials()]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert "simulated out of memory" in study.get_trials()[0].user_attrs["reason"]
+    assert optuna.trial.TrialState.COMPLETE in states[1:]
+    assert "fail" in capsys.readouterr().out
+
+
+def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkeypatch):
+    import pipeline.models
+
+    def broken(*a, **kw):
+        raise RuntimeError("always broken")
+
+    monkeypatch.setattr(pipeline.models, "build_model", broken)
+    code = cli.main(_args(demo_small, tmp_path, "--trials", "10", "--max-failures", "2"))
+    assert code == 2  # no completed trial: one-line error from the final stage
+    assert len(_study(tmp_path).get_trials()) == 2
+
+
+def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
+    from pipeline.data import load_competition
+    from pipeline.models import build_model, get_entry
+    from pipeline.runs import holdout
+    from pipeline.training import fit, settings_for
+    from pipeline.tune import pruning_callback
+
+    ds = load_competition(demo_small)
+    data = holdout(ds, 0, limit=400)
+    # a pruner that prunes anything below 99% accuracy after the first report
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.ThresholdPruner(lower=0.99))
+    trial = study.ask()
+    settings = settings_for(get_entry("lenet5_wide"), epochs=3, batch_size=64)
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        fit(build_model("lenet5_wide", ds.image_shape, ds.num_classes), settings, data,
+            ds.num_classes, callbacks=[pruning_callback(trial)], verbose=0)
+    assert list(study.trials[0].intermediate_values) == [0]
+
+    # and a pruner that never prunes lets all epochs run
+    keep = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    t2 = keep.ask()
+    r = fit(build_model("lenet5_wide", ds.image_shape, ds.num_classes), settings, data,
+            ds.num_classes, callbacks=[pruning_callback(t2)], verbose=0)
+    assert r.metrics["epochs_run"] == 3 and len(keep.trials[0].intermediate_values) == 3
+
+
+def _spawn(demo_small, tmp_path, *extra, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_HEARTBEAT": "1",
+           **(env_extra or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *_args(demo_small, tmp_path, *extra)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
+    # many epochs so that the second trial is still running when the first one has finished
+    proc = _spawn(demo_small, tmp_path, "--trials", "5", "--max-epochs", "30", "--search-only")
+    db = tmp_path / "art" / "fashion-mnist" / "optuna.db"
+    deadline = time.time() + 240
+    completed = []
+    while time.time() < deadline:
+        time.sleep(1)
+        if db.exists():
+            try:
+                study = _study(tmp_path)
+            except Exception:  # noqa: BLE001 - study not created yet
+                continue
+            completed = _complete(study)
+            running = [t for t in study.get_trials()
+                       if t.state == optuna.trial.TrialState.RUNNING]
+            if completed and running:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert completed, "no trial completed before the kill"
+    before = {t.number: t.value for t in completed}
+    time.sleep(3)  # past the heartbeat grace period
+    rerun = _spawn(demo_small, tmp_path, "--trials", "1", "--max-epochs", "1")
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    study = _study(tmp_path)
+    after = {t.number: t.value for t in _complete(study)}
+    assert all(after.get(n) == v for n, v in before.items())
+    states = [t.state for t in study.get_trials()]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.FAIL in states  # the killed trial, marked failed
+
+
+def test_two_workers_share_one_storage(demo_small, tmp_path):
+    procs = [_spawn(demo_small, tmp_path, "--trials", "1", "--search-only") for _ in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    study = _study(tmp_path)
+    assert len(_complete(study)) == 2
