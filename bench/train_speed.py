@@ -36,19 +36,32 @@ def child(mode: str, rows: int, batch: int) -> None:
     if mode == "study":
         from keras import layers
 
-        m = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            layers.Conv2D(32, 5, padding="same", activation="relu"), layers.BatchNormalization(),
-            layers.Conv2D(32, 5, padding="same", activation="relu"), layers.BatchNormalization(),
-            layers.MaxPooling2D(2), layers.Dropout(0.25),
-            layers.Conv2D(64, 3, padding="same", activation="relu"), layers.BatchNormalization(),
-            layers.Conv2D(64, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2, strides=2), layers.Dropout(0.25), layers.BatchNormalization(),
-            layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.25),
-            layers.Dense(ds.num_classes, activation="softmax"),
-        ])
-        m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+        m = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Conv2D(32, 5, padding="same", activation="relu"),
+                layers.BatchNormalization(),
+                layers.Conv2D(32, 5, padding="same", activation="relu"),
+                layers.BatchNormalization(),
+                layers.MaxPooling2D(2),
+                layers.Dropout(0.25),
+                layers.Conv2D(64, 3, padding="same", activation="relu"),
+                layers.BatchNormalization(),
+                layers.Conv2D(64, 3, padding="same", activation="relu"),
+                layers.MaxPooling2D(2, strides=2),
+                layers.Dropout(0.25),
+                layers.BatchNormalization(),
+                layers.Flatten(),
+                layers.Dense(256, activation="relu"),
+                layers.Dropout(0.25),
+                layers.Dense(ds.num_classes, activation="softmax"),
+            ]
+        )
+        m.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         xf, xv = x_tr.astype("float32") / 255.0, x_va.astype("float32") / 255.0
         yf = keras.utils.to_categorical(y_tr, ds.num_classes)
         yv = keras.utils.to_categorical(y_va, ds.num_classes)
@@ -61,16 +74,29 @@ def child(mode: str, rows: int, batch: int) -> None:
             def on_epoch_end(self, e, logs=None):
                 times.append(time.perf_counter() - self.t)
 
-        m.fit(xf, yf, batch_size=32, epochs=3, validation_data=(xv, yv), verbose=0,
-              callbacks=[T()], shuffle=False)
+        m.fit(
+            xf,
+            yf,
+            batch_size=32,
+            epochs=3,
+            validation_data=(xv, yv),
+            verbose=0,
+            callbacks=[T()],
+            shuffle=False,
+        )
         secs = times[1:]
     else:
         from pipeline.models import build_model, get_entry
         from pipeline.training import fit, settings_for
 
         settings = settings_for(get_entry("cnn7"), seed=0, epochs=3, batch_size=batch)
-        r = fit(build_model("cnn7", ds.image_shape, ds.num_classes), settings,
-                (x_tr, y_tr, x_va, y_va), ds.num_classes, verbose=0)
+        r = fit(
+            build_model("cnn7", ds.image_shape, ds.num_classes),
+            settings,
+            (x_tr, y_tr, x_va, y_va),
+            ds.num_classes,
+            verbose=0,
+        )
         secs = r.history["seconds"][1:]
     # epoch 1 holds graph tracing: excluded
     print(json.dumps({"mode": mode, "images_per_second": len(x_tr) / statistics.median(secs)}))
@@ -91,24 +117,49 @@ def main() -> None:
     ratios = []
     for i in range(a.repeats):
         pair = {}
-        for mode in (("study", "pipeline") if i % 2 == 0 else ("pipeline", "study")):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-                   "TF_ENABLE_ONEDNN_OPTS": "0" if mode == "study" else "1"}
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--rows", str(a.rows),
-                 "--batch", str(a.batch)],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
+        for mode in ("study", "pipeline") if i % 2 == 0 else ("pipeline", "study"):
+            env = {
+                **os.environ,
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                "TF_ENABLE_ONEDNN_OPTS": "0" if mode == "study" else "1",
+            }
+            out = (
+                subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        mode,
+                        "--rows",
+                        str(a.rows),
+                        "--batch",
+                        str(a.batch),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             pair[mode] = json.loads(out)["images_per_second"]
             results[mode].append(pair[mode])
             print(f"run {i + 1} {mode:9s} {pair[mode]:8.0f} images/s", flush=True)
         ratios.append(pair["pipeline"] / pair["study"])
-    print(json.dumps({
-        "rows": a.rows, "pipeline_batch": a.batch,
-        "study_median": statistics.median(results["study"]),
-        "pipeline_median": statistics.median(results["pipeline"]),
-        "median_ratio": statistics.median(ratios), "ratios": ratios,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "rows": a.rows,
+                "pipeline_batch": a.batch,
+                "study_median": statistics.median(results["study"]),
+                "pipeline_median": statistics.median(results["pipeline"]),
+                "median_ratio": statistics.median(ratios),
+                "ratios": ratios,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     extra = sys.argv[1:]
     work = Path(tempfile.mkdtemp(prefix="tune-bench-"))
-    cmd = [str(ROOT / "run.sh"), "tune", "--artifacts", str(work / "artifacts"),
-           "--submissions", str(work / "submissions"), *extra]
+    cmd = [
+        str(ROOT / "run.sh"),
+        "tune",
+        "--artifacts",
+        str(work / "artifacts"),
+        "--submissions",
+        str(work / "submissions"),
+        *extra,
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - t0
@@ -38,10 +45,14 @@ def main() -> None:
 
         n_trials = pd.read_csv(trials)["state"].value_counts().to_dict()
     result = {
-        "args": extra, "exit": proc.returncode, "wall_seconds": round(wall, 1),
+        "args": extra,
+        "exit": proc.returncode,
+        "wall_seconds": round(wall, 1),
         "holdout_accuracy": best.get("holdout_accuracy"),
         "best_trial_holdout_accuracy": best.get("best_trial_holdout_accuracy"),
-        "ensemble": best.get("ensemble"), "model": best.get("model"), "trials": n_trials,
+        "ensemble": best.get("ensemble"),
+        "model": best.get("model"),
+        "trials": n_trials,
     }
     (out_dir / f"tune-{stamp}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

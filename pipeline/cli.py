@@ -137,7 +137,10 @@ def _zoo_commands(sub, common) -> None:
     p.add_argument("--optimizer", choices=["adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta"])
     p.add_argument("--lr", type=float, help="learning rate (default: the study's)")
     p.add_argument(
-        "--augment", nargs="?", const="strong", choices=["off", "light", "strong"],
+        "--augment",
+        nargs="?",
+        const="strong",
+        choices=["off", "light", "strong"],
         help="rotation/shift/zoom augmentation in training (bare flag: strong)",
     )
     p.add_argument("--label-smoothing", type=float)
@@ -156,27 +159,36 @@ def _zoo_commands(sub, common) -> None:
 # and handlers to COMMANDS. The handlers import their stage lazily.
 def _tune_command(sub, common) -> None:
     p = sub.add_parser(
-        "tune", parents=[common],
+        "tune",
+        parents=[common],
         help="Optuna search over the zoo within a time budget, then predict and submit",
     )
     p.add_argument("--timeout", type=float, help="seconds for the whole command (default 3600)")
     p.add_argument("--trials", type=int, help="stop after N trials (default: budget only)")
     p.add_argument("--max-epochs", type=int, help="epochs per trial at most (default 15)")
-    p.add_argument("--quick", action="store_true",
-                   help="2-3 minute smoke run: 3 trials, 2 epochs, 3000 rows")
+    p.add_argument(
+        "--quick", action="store_true", help="2-3 minute smoke run: 3 trials, 2 epochs, 3000 rows"
+    )
     p.add_argument("--models", help="comma-separated registry names to search over")
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite artifacts/<comp>/optuna.db)")
+    p.add_argument(
+        "--storage", help="Optuna storage URL (default: sqlite artifacts/<comp>/optuna.db)"
+    )
     p.add_argument("--study", help="study name (default: the competition)")
     p.add_argument("--search-only", action="store_true", help="run trials, skip the final stage")
     p.add_argument("--final-only", action="store_true", help="only the final stage")
-    p.add_argument("--ensemble", default="auto",
-                   help="average the top K trials' models (default auto: best K<=3 on holdout)")
+    p.add_argument(
+        "--ensemble",
+        default="auto",
+        help="average the top K trials' models (default auto: best K<=3 on holdout)",
+    )
     p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
-    p.add_argument("--refit", action="store_true",
-                   help="retrain the best configuration on all rows before predicting")
-    p.add_argument("--max-failures", type=int, default=5,
-                   help="stop after N trials fail in a row")
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="retrain the best configuration on all rows before predicting",
+    )
+    p.add_argument("--max-failures", type=int, default=5, help="stop after N trials fail in a row")
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified)")
     COMMANDS["tune"] = _lazy("pipeline.tune", "cmd_tune")
 

@@ -25,7 +25,9 @@ def load_model(path: Path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise PipelineError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        raise PipelineError(
+            f"{path}: cannot load the model ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:

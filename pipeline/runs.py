@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ def competition_dir(cfg: Config, ds: Dataset) -> Path:
 
 
 def new_run_id(model: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{stamp[:15]}{stamp[-1]}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
 
 
@@ -164,8 +164,12 @@ def train_run(cfg: Config, ds: Dataset | None = None) -> tuple[Path, dict[str, A
     atomic_write_json(run_dir / "metrics.json", metrics)
     atomic_write_json(
         run_dir / "config.json",
-        {**cfg.to_dict(), "settings": settings.to_dict(), "layout": ds.layout.to_json(),
-         "runtime": runtime},
+        {
+            **cfg.to_dict(),
+            "settings": settings.to_dict(),
+            "layout": ds.layout.to_json(),
+            "runtime": runtime,
+        },
     )
     m = result.metrics
     print(
@@ -178,8 +182,9 @@ def train_run(cfg: Config, ds: Dataset | None = None) -> tuple[Path, dict[str, A
     return run_dir, metrics
 
 
-def write_predictions(cfg: Config, ds: Dataset, probs: np.ndarray, model_name: str,
-                      meta: dict[str, Any]) -> Path:
+def write_predictions(
+    cfg: Config, ds: Dataset, probs: np.ndarray, model_name: str, meta: dict[str, Any]
+) -> Path:
     """Write the submission for test-set probabilities (and copy it for Kaggle in a kernel)."""
     from pipeline import runtime
     from pipeline.submission import default_path, write_submission
@@ -203,7 +208,10 @@ def cmd_train(cfg: Config) -> int:
     probs = predict_proba(model, ds.x_test)
     np.save(run_dir / "test_proba.npy", probs)
     path = write_predictions(
-        cfg, ds, probs, metrics["model"],
+        cfg,
+        ds,
+        probs,
+        metrics["model"],
         {"run_id": run_dir.name, "holdout_accuracy": metrics["val_accuracy"]},
     )
     print(path)

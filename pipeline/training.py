@@ -7,6 +7,7 @@ applies the recipe's callbacks and keeps the weights of the best epoch by val_ac
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -46,10 +47,9 @@ def configure_runtime(mixed_precision: str = "auto", quiet: bool = True) -> dict
     info: dict[str, Any] = {"device": "GPU" if gpus else "CPU", "gpus": len(gpus)}
     if gpus:
         for gpu in gpus:
-            try:
+            # RuntimeError: already initialised, growth can no longer be changed
+            with contextlib.suppress(RuntimeError):
                 tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # already initialised: growth can no longer be changed
-                pass
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         use_mp = mixed_precision == "on" or (
             mixed_precision == "auto" and capability is not None and capability >= (7, 0)
@@ -59,11 +59,9 @@ def configure_runtime(mixed_precision: str = "auto", quiet: bool = True) -> dict
         info.update(mixed_precision=use_mp, jit_compile=True)
     else:
         cores = os.cpu_count() or 1
-        try:
+        with contextlib.suppress(RuntimeError):
             tf.config.threading.set_intra_op_parallelism_threads(cores)
             tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
-        except RuntimeError:
-            pass
         info.update(mixed_precision=False, jit_compile=False, threads=cores)
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     _RUNTIME = info
@@ -106,7 +104,9 @@ def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
     if base["optimizer"] not in OPTIMIZERS:
         raise PipelineError(f"unknown optimizer {base['optimizer']!r}; choose from {OPTIMIZERS}")
     if base.get("augment", "off") not in AUGMENT:
-        raise PipelineError(f"unknown augmentation {base['augment']!r}; choose from {list(AUGMENT)}")
+        raise PipelineError(
+            f"unknown augmentation {base['augment']!r}; choose from {list(AUGMENT)}"
+        )
     return TrainSettings(**base)
 
 
@@ -150,7 +150,9 @@ def make_dataset(x, y, num_classes, batch_size, *, shuffle=False, seed=0, augmen
         )
         aug = augmentation_layers(augment, seed)
         if aug is not None:
-            ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(
+                lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE
+            )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -277,15 +279,26 @@ def fit(
         cbs.append(stopper)
     cbs.extend(callbacks or [])
     train_ds = make_dataset(
-        x_train, y_train, num_classes, settings.batch_size, shuffle=True, seed=settings.seed,
+        x_train,
+        y_train,
+        num_classes,
+        settings.batch_size,
+        shuffle=True,
+        seed=settings.seed,
         augment=settings.augment,
     )
     val_ds = make_dataset(x_val, y_val, num_classes, max(256, settings.batch_size))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t0 = time.perf_counter()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, callbacks=cbs,
-                     verbose=verbose, shuffle=False)  # tf.data shuffles
+    hist = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=settings.epochs,
+        callbacks=cbs,
+        verbose=verbose,
+        shuffle=False,
+    )  # tf.data shuffles
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history["seconds"] = [round(s, 3) for s in timer.seconds]
@@ -301,7 +314,9 @@ def fit(
         "best_epoch": b + 1,
         "epochs_run": epochs_run,
         "seconds": round(seconds, 2),
-        "train_images_per_second": round(len(x_train) * epochs_run / max(sum(timer.seconds), 1e-9), 1),
+        "train_images_per_second": round(
+            len(x_train) * epochs_run / max(sum(timer.seconds), 1e-9), 1
+        ),
         "params": int(total),
         "trainable_params": int(trainable),
         "stopped_by_deadline": bool(stopper and stopper.hit),

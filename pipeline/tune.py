@@ -59,8 +59,12 @@ def measure_cost(cfg: Config, ds: Dataset, cache: Path) -> dict[str, Any]:
     model.fit(data, epochs=1, verbose=0, shuffle=False)
     per_image = (time.perf_counter() - t0) / n
     macs = count_macs(model)
-    result = {"key": key, "seconds_per_image": per_image, "macs": macs,
-              "seconds_per_image_per_mac": per_image / macs}
+    result = {
+        "key": key,
+        "seconds_per_image": per_image,
+        "macs": macs,
+        "seconds_per_image_per_mac": per_image / macs,
+    }
     atomic_write_json(cache, result)
     keras.backend.clear_session()
     return result
@@ -107,8 +111,8 @@ def make_storage(url: str):
     )
     # Optuna 4.9 renamed the retry callback; Kaggle kernels may carry an older Optuna
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-        kwargs["heartbeat_stale_trial_callback"] = (
-            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=1
         )
     else:
         kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
@@ -121,8 +125,9 @@ def make_pruner(name: str, max_epochs: int):
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        )
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
@@ -138,12 +143,20 @@ def open_study(cfg: Config, ds: Dataset, max_epochs: int):
     url = storage_url(cfg, ds)
     name = cfg.opt("study") or ds.competition
     sampler = optuna.samplers.TPESampler(
-        seed=cfg.seed, n_startup_trials=5, multivariate=True, group=True, constant_liar=True,
+        seed=cfg.seed,
+        n_startup_trials=5,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
     )
     try:
         study = optuna.create_study(
-            storage=make_storage(url), study_name=name, direction="maximize", sampler=sampler,
-            pruner=make_pruner(cfg.opt("pruner", "median"), max_epochs), load_if_exists=True,
+            storage=make_storage(url),
+            study_name=name,
+            direction="maximize",
+            sampler=sampler,
+            pruner=make_pruner(cfg.opt("pruner", "median"), max_epochs),
+            load_if_exists=True,
         )
     except Exception as exc:  # noqa: BLE001 - bad URL, driver missing, DB locked...
         raise PipelineError(f"cannot open Optuna storage {url!r}: {exc}") from None
@@ -174,8 +187,17 @@ def pruning_callback(trial):
 class Search:
     """Holds what every trial of this process shares: data, split, budget, cost model."""
 
-    def __init__(self, cfg: Config, ds: Dataset, models: list[str], max_epochs: int,
-                 deadline: float, cost: dict[str, Any], macs: dict[str, int], keep: int):
+    def __init__(
+        self,
+        cfg: Config,
+        ds: Dataset,
+        models: list[str],
+        max_epochs: int,
+        deadline: float,
+        cost: dict[str, Any],
+        macs: dict[str, int],
+        keep: int,
+    ):
         self.cfg, self.ds, self.models = cfg, ds, models
         self.max_epochs, self.deadline, self.keep = max_epochs, deadline, keep
         self.cost, self.macs = cost, macs
@@ -211,26 +233,38 @@ class Search:
         epochs = spec["epochs"]
         fits = int(self.remaining() // per_epoch)
         if fits < 1:
-            trial.set_user_attr("reason", f"needs ~{per_epoch:.0f} s/epoch, "
-                                f"{max(self.remaining(), 0):.0f} s left")
+            trial.set_user_attr(
+                "reason", f"needs ~{per_epoch:.0f} s/epoch, {max(self.remaining(), 0):.0f} s left"
+            )
             raise optuna.TrialPruned(trial.user_attrs["reason"])
         if fits < epochs:
             epochs = fits
             trial.set_user_attr("epochs_clipped_to", epochs)
         settings = TrainSettings(
-            optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
-            momentum=spec["momentum"], batch_size=spec["batch_size"], epochs=epochs,
-            reduce_lr=spec["reduce_lr"], augment=spec["augment"],
-            label_smoothing=spec["label_smoothing"], seed=self.cfg.seed + trial.number,
+            optimizer=spec["optimizer"],
+            learning_rate=spec["learning_rate"],
+            momentum=spec["momentum"],
+            batch_size=spec["batch_size"],
+            epochs=epochs,
+            reduce_lr=spec["reduce_lr"],
+            augment=spec["augment"],
+            label_smoothing=spec["label_smoothing"],
+            seed=self.cfg.seed + trial.number,
         )
         trial.set_user_attr("model", name)
         trial.set_user_attr("hp", spec["hp"])
         trial.set_user_attr("settings", settings.to_dict())
         try:
             model = build_model(name, self.ds.image_shape, self.ds.num_classes, **spec["hp"])
-            result = fit(model, settings, self.data, self.ds.num_classes,
-                         callbacks=[pruning_callback(trial)], deadline=self.deadline - 5,
-                         verbose=0)
+            result = fit(
+                model,
+                settings,
+                self.data,
+                self.ds.num_classes,
+                callbacks=[pruning_callback(trial)],
+                deadline=self.deadline - 5,
+                verbose=0,
+            )
         except optuna.TrialPruned as exc:
             trial.set_user_attr("reason", str(exc))
             raise
@@ -243,8 +277,17 @@ class Search:
             raise
         self.failures = 0
         m = result.metrics
-        for k in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "epochs_run",
-                  "best_epoch", "seconds", "params", "train_images_per_second"):
+        for k in (
+            "val_accuracy",
+            "val_loss",
+            "train_accuracy",
+            "train_loss",
+            "epochs_run",
+            "best_epoch",
+            "seconds",
+            "params",
+            "train_images_per_second",
+        ):
             trial.set_user_attr(k, m[k])
         trial.set_user_attr("history", result.history)
         self.keep_artifacts(trial, result.model)
@@ -258,15 +301,17 @@ class Search:
         models_dir.mkdir(parents=True, exist_ok=True)
         path = models_dir / f"trial-{trial.number}.keras"
         save_model(model, path)
-        np.save(models_dir / f"trial-{trial.number}.holdout.npy",
-                predict_proba(model, self.data[2]))
+        np.save(
+            models_dir / f"trial-{trial.number}.holdout.npy", predict_proba(model, self.data[2])
+        )
         trial.set_user_attr("model_path", str(path))
 
     def prune_saved_models(self, study) -> None:
         import optuna
 
-        done = [t for t in study.get_trials(deepcopy=False,
-                                             states=[optuna.trial.TrialState.COMPLETE])]
+        done = [
+            t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+        ]
         top = {t.number for t in sorted(done, key=lambda t: t.value, reverse=True)[: self.keep]}
         for p in (self.tune_dir / "models").glob("trial-*.keras"):
             number = int(p.name.split("-")[1].split(".")[0])
@@ -280,21 +325,28 @@ class Search:
 
         a = trial.user_attrs
         state = trial.state.name.lower()
-        hp = ", ".join(f"{k}={v}" for k, v in a.get("hp", {}).items() if "dropout" in k or k == "width")
+        hp = ", ".join(
+            f"{k}={v}" for k, v in a.get("hp", {}).items() if "dropout" in k or k == "width"
+        )
         s = a.get("settings", {})
-        key = (f"{s.get('optimizer')} lr={s.get('learning_rate', 0):.2g} bs={s.get('batch_size')} "
-               f"aug={s.get('augment')}" + (f" {hp}" if hp else ""))
+        key = (
+            f"{s.get('optimizer')} lr={s.get('learning_rate', 0):.2g} bs={s.get('batch_size')} "
+            f"aug={s.get('augment')}" + (f" {hp}" if hp else "")
+        )
         try:
             best = f"{study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
             best = "-"
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            result = (f"val_acc {trial.value:.4f} epochs {a.get('epochs_run')} "
-                      f"{a.get('seconds', 0):.0f}s")
+            result = (
+                f"val_acc {trial.value:.4f} epochs {a.get('epochs_run')} {a.get('seconds', 0):.0f}s"
+            )
         else:
             result = f"{state}: {a.get('reason', '')}"
-        _log(f"trial {trial.number:>3} {a.get('model', '?'):<12} {key} | {result} | best {best}"
-             f" | {max(self.remaining(), 0):.0f}s left")
+        _log(
+            f"trial {trial.number:>3} {a.get('model', '?'):<12} {key} | {result} | best {best}"
+            f" | {max(self.remaining(), 0):.0f}s left"
+        )
         if trial.state == optuna.trial.TrialState.COMPLETE:
             self.prune_saved_models(study)
         cheapest = min(self.epoch_seconds(m) for m in self.models)
@@ -314,26 +366,31 @@ def trials_frame(study) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         s = a.get("settings", {})
-        rows.append({
-            "number": t.number,
-            "state": t.state.name,
-            "model": a.get("model", t.params.get("model")),
-            "params": json.dumps({k: v for k, v in t.params.items()}, sort_keys=True),
-            "val_accuracy": a.get("val_accuracy"),
-            "val_loss": a.get("val_loss"),
-            "train_accuracy": a.get("train_accuracy"),
-            "train_loss": a.get("train_loss"),
-            "epochs_run": a.get("epochs_run", len(t.intermediate_values) or None),
-            "seconds": a.get("seconds") or (
-                (t.datetime_complete - t.datetime_start).total_seconds()
-                if t.datetime_complete and t.datetime_start else None),
-            "param_count": a.get("params"),
-            "optimizer": s.get("optimizer"),
-            "learning_rate": s.get("learning_rate"),
-            "batch_size": s.get("batch_size"),
-            "augment": s.get("augment"),
-            "reason": a.get("reason", ""),
-        })
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "model": a.get("model", t.params.get("model")),
+                "params": json.dumps({k: v for k, v in t.params.items()}, sort_keys=True),
+                "val_accuracy": a.get("val_accuracy"),
+                "val_loss": a.get("val_loss"),
+                "train_accuracy": a.get("train_accuracy"),
+                "train_loss": a.get("train_loss"),
+                "epochs_run": a.get("epochs_run", len(t.intermediate_values) or None),
+                "seconds": a.get("seconds")
+                or (
+                    (t.datetime_complete - t.datetime_start).total_seconds()
+                    if t.datetime_complete and t.datetime_start
+                    else None
+                ),
+                "param_count": a.get("params"),
+                "optimizer": s.get("optimizer"),
+                "learning_rate": s.get("learning_rate"),
+                "batch_size": s.get("batch_size"),
+                "augment": s.get("augment"),
+                "reason": a.get("reason", ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -347,8 +404,11 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
     tune_dir.mkdir(parents=True, exist_ok=True)
     frame = trials_frame(study)
     atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
-    done = [t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-            if t.user_attrs.get("model_path") and Path(t.user_attrs["model_path"]).exists()]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+        if t.user_attrs.get("model_path") and Path(t.user_attrs["model_path"]).exists()
+    ]
     if not done:
         raise PipelineError(
             f"study {study.study_name!r} has no completed trial with a saved model; run "
@@ -414,9 +474,13 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
     atomic_write_json(tune_dir / "best.json", best)
     cfg.save(tune_dir / "config.json")
     _print_top(frame)
-    return write_predictions(cfg, ds, test_probs, label,
-                             {"holdout_accuracy": holdout_acc, "trials": best["ensemble"],
-                              "study": study.study_name})
+    return write_predictions(
+        cfg,
+        ds,
+        test_probs,
+        label,
+        {"holdout_accuracy": holdout_acc, "trials": best["ensemble"], "study": study.study_name},
+    )
 
 
 def refit_best(cfg: Config, ds: Dataset, trial, deadline: float):
@@ -427,15 +491,22 @@ def refit_best(cfg: Config, ds: Dataset, trial, deadline: float):
     from pipeline.training import TrainSettings, fit
 
     a = trial.user_attrs
-    settings = TrainSettings(**{**a["settings"], "epochs": int(a.get("best_epoch") or 1),
-                                "reduce_lr": a["settings"].get("reduce_lr", True)})
+    settings = TrainSettings(
+        **{
+            **a["settings"],
+            "epochs": int(a.get("best_epoch") or 1),
+            "reduce_lr": a["settings"].get("reduce_lr", True),
+        }
+    )
     needed = a.get("seconds", 0) / max(a.get("epochs_run", 1), 1) * settings.epochs * 1.25
     left = deadline - time.monotonic() - 30
     if needed > left:
         _log(f"final: skipping --refit (needs ~{needed:.0f} s, {left:.0f} s left)")
         return None
-    _log(f"final: refitting trial {trial.number} ({a['model']}) on all {len(ds.y_train)} rows "
-         f"for {settings.epochs} epochs (~{needed:.0f} s)")
+    _log(
+        f"final: refitting trial {trial.number} ({a['model']}) on all {len(ds.y_train)} rows "
+        f"for {settings.epochs} epochs (~{needed:.0f} s)"
+    )
     keras.backend.clear_session()
     model = build_model(a["model"], ds.image_shape, ds.num_classes, **a.get("hp", {}))
     # the holdout is inside the training rows now: keep the last epoch, not the "best" one
@@ -448,8 +519,19 @@ def _print_top(frame: pd.DataFrame) -> None:
     if done.empty:
         return
     print("\ntop trials:")
-    cols = ["number", "model", "val_accuracy", "val_loss", "train_accuracy", "epochs_run",
-            "seconds", "optimizer", "learning_rate", "batch_size", "augment"]
+    cols = [
+        "number",
+        "model",
+        "val_accuracy",
+        "val_loss",
+        "train_accuracy",
+        "epochs_run",
+        "seconds",
+        "optimizer",
+        "learning_rate",
+        "batch_size",
+        "augment",
+    ]
     print(done[cols].head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(flush=True)
 
@@ -498,20 +580,25 @@ def cmd_tune(cfg: Config) -> int:
         if slow:
             models = [m for m in models if m not in slow]
             search.models = models
-            _log(f"CPU only: leaving out {', '.join(slow)} (one epoch would take more than "
-                 f"a quarter of the {timeout:.0f} s budget; --models to force)")
+            _log(
+                f"CPU only: leaving out {', '.join(slow)} (one epoch would take more than "
+                f"a quarter of the {timeout:.0f} s budget; --models to force)"
+            )
     if not models:
         raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
-    done = len([t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE])
+    done = len(
+        [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    )
     if done == 0 and not study.get_trials(deepcopy=False):
         warm = warm_start_params(models, max_epochs)
         if warm:
             study.enqueue_trial(warm, skip_if_exists=True)
-    _log(f"study {name!r} in {url} ({done} completed trials), {len(models)} architectures, "
-         f"{info['device']}, budget {timeout:.0f} s, up to {max_epochs} epochs per trial, "
-         f"pruner {cfg.opt('pruner') or 'median'}, "
-         f"{len(search.data[0])} train / {len(search.data[2])} holdout images")
+    _log(
+        f"study {name!r} in {url} ({done} completed trials), {len(models)} architectures, "
+        f"{info['device']}, budget {timeout:.0f} s, up to {max_epochs} epochs per trial, "
+        f"pruner {cfg.opt('pruner') or 'median'}, "
+        f"{len(search.data[0])} train / {len(search.data[2])} holdout images"
+    )
     if search.remaining() > 0:
         study.optimize(
             search.objective,

@@ -58,8 +58,20 @@ def test_parameter_counts_match_the_study(name):
     assert (total, trainable) == STUDY_COUNTS[name]
 
 
-CORE = ["cnn1", "cnn2", "cnn3", "cnn4", "cnn5", "cnn6", "cnn7", "lenet5", "lenet5_wide",
-        "alexnet", "vgg16", "resnet"]
+CORE = [
+    "cnn1",
+    "cnn2",
+    "cnn3",
+    "cnn4",
+    "cnn5",
+    "cnn6",
+    "cnn7",
+    "lenet5",
+    "lenet5_wide",
+    "alexnet",
+    "vgg16",
+    "resnet",
+]
 
 
 @pytest.mark.parametrize("name", CORE)
@@ -105,7 +117,11 @@ def test_recipes_follow_the_study():
     assert get_entry("cnn2").recipe.reduce_lr is True
     r5, r6 = get_entry("cnn5").recipe, get_entry("cnn6").recipe
     assert (r5.optimizer, r5.learning_rate, r5.momentum, r5.batch_size) == (
-        "sgd-nesterov", 0.01, 0.9, 32)
+        "sgd-nesterov",
+        0.01,
+        0.9,
+        32,
+    )
     assert r6.batch_size == 128
     assert get_entry("lenet5").recipe.epochs == 80
 

@@ -29,8 +29,13 @@ def test_small_model_learns_real_rows(demo_small):
     data = holdout(ds, seed=0)
     entry = get_entry("cnn1")
     settings = settings_for(entry, seed=0, epochs=2, batch_size=32)
-    result = fit(build_model("cnn1", ds.image_shape, ds.num_classes), settings, data,
-                 ds.num_classes, verbose=0)
+    result = fit(
+        build_model("cnn1", ds.image_shape, ds.num_classes),
+        settings,
+        data,
+        ds.num_classes,
+        verbose=0,
+    )
     assert result.metrics["val_accuracy"] > 0.70
     assert result.metrics["epochs_run"] == 2
     assert len(result.history["val_accuracy"]) == 2
@@ -42,8 +47,12 @@ def test_small_model_learns_real_rows(demo_small):
 def test_train_then_predict_end_to_end(demo_small, tmp_path, capsys):
     art, subs = tmp_path / "art", tmp_path / "subs"
     common = ["--data", str(demo_small), "--artifacts", str(art), "--submissions", str(subs)]
-    assert cli.main(["train", "--model", "lenet5_wide", "--epochs", "1", "--batch-size", "128",
-                     *common]) == 0
+    assert (
+        cli.main(
+            ["train", "--model", "lenet5_wide", "--epochs", "1", "--batch-size", "128", *common]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     first = out[-1]
     assert first.endswith("-lenet5_wide.csv")
@@ -66,7 +75,8 @@ def test_train_then_predict_end_to_end(demo_small, tmp_path, capsys):
 
 
 def test_predict_unknown_run_is_one_line(demo_small, tmp_path, capsys):
-    code = cli.main(["predict", "--run", "nope", "--data", str(demo_small),
-                     "--artifacts", str(tmp_path)])
+    code = cli.main(
+        ["predict", "--run", "nope", "--data", str(demo_small), "--artifacts", str(tmp_path)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "no such run" in err

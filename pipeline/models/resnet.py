@@ -19,7 +19,7 @@ def basic_resnet(
     stem_kernel,
     stem_stride,
 ):
-    """Conv stem + BN, stages of basic blocks (filters doubling, 1x1 stride-2 shortcuts), avg pool."""
+    """Conv stem + BN, stages of basic blocks (filters doubling, 1x1 stride-2 shortcuts)."""
     import keras
     from keras import layers
 

@@ -1,4 +1,4 @@
-"""VGG: the core study's VGG-16 at 48x48 (003), VGG-16 with BatchNorm (001), VGG19 transfer (000)."""
+"""VGG: study 003 VGG-16 at 48x48, study 001 VGG-16 with BatchNorm, study 000 VGG19 transfer."""
 
 from __future__ import annotations
 
