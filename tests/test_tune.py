@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 
 import numpy as np
 import optuna
@@ -213,7 +214,14 @@ def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
             except Exception:  # noqa: BLE001 - study not created yet
                 continue
             completed = _complete(study)
-            running = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+            # mid-trial: running for a while, so its heartbeat has been recorded (a kill in the
+            # instant between Optuna's ask() and the first heartbeat leaves nothing to expire)
+            running = [
+                t
+                for t in study.get_trials()
+                if t.state == optuna.trial.TrialState.RUNNING
+                and datetime.now() - t.datetime_start > timedelta(seconds=4)
+            ]
             if completed and running:
                 break
     proc.send_signal(signal.SIGKILL)
