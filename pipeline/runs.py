@@ -198,12 +198,10 @@ def write_predictions(
 
 
 def cmd_train(cfg: Config) -> int:
-    from pipeline.predict import predict_proba
+    from pipeline.predict import load_model, predict_proba
 
     ds = load_data(cfg)
     run_dir, metrics = train_run(cfg, ds)
-    from pipeline.predict import load_model
-
     model = load_model(run_dir / "model.keras")
     probs = predict_proba(model, ds.x_test)
     np.save(run_dir / "test_proba.npy", probs)

@@ -166,11 +166,8 @@ def classifier(x, num_classes: int, name: str = "predictions"):
 
 def count_params(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
-    import keras
-
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = trainable + sum(math.prod(w.shape) for w in model.non_trainable_weights)
-    del keras
     return int(trainable), int(total)
 
 
