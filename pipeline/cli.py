@@ -193,9 +193,38 @@ def _tune_command(sub, common) -> None:
     COMMANDS["tune"] = _lazy("pipeline.tune", "cmd_tune")
 
 
+def cmd_fetch(cfg: Config) -> int:
+    """Download the competition, then say what ``inspect`` says about it."""
+    from pipeline.fetch import fetch
+
+    dest = fetch(cfg)
+    return cmd_inspect(cfg.replace(data=dest))
+
+
+def _kaggle_commands(sub, common) -> None:
+    p = sub.add_parser(
+        "fetch", parents=[common], help="download a competition's files from Kaggle into input/"
+    )
+    p.add_argument("--force", action="store_true", help="download again even if present")
+    COMMANDS["fetch"] = cmd_fetch
+
+    p = sub.add_parser(
+        "submit", parents=[common], help="validate and upload a submission, then print its score"
+    )
+    p.add_argument("--file", type=Path, help="default: the newest CSV under submissions/")
+    p.add_argument("--message", help="default: the model and holdout accuracy of the file")
+    p.add_argument("--dry-run", action="store_true", help="validate only, upload nothing")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the score")
+    p.add_argument(
+        "--wait", type=float, default=600, help="seconds to wait for the score (default 600)"
+    )
+    COMMANDS["submit"] = _lazy("pipeline.submit", "cmd_submit")
+
+
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
     _zoo_commands,
     _tune_command,
+    _kaggle_commands,
 ]
 
 
