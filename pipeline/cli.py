@@ -165,7 +165,9 @@ def _tune_command(sub, common) -> None:
     )
     p.add_argument("--timeout", type=float, help="seconds for the whole command (default 3600)")
     p.add_argument("--trials", type=int, help="stop after N trials (default: budget only)")
-    p.add_argument("--max-epochs", type=int, help="epochs per trial at most (default 15)")
+    p.add_argument(
+        "--max-epochs", type=int, help="epochs per trial at most (default 8 on a slice, else 15)"
+    )
     p.add_argument(
         "--quick", action="store_true", help="2-3 minute smoke run: 3 trials, 2 epochs, 3000 rows"
     )
@@ -188,6 +190,18 @@ def _tune_command(sub, common) -> None:
         action="store_true",
         help="retrain the best configuration on all rows before predicting",
     )
+    p.add_argument(
+        "--search-rows",
+        help="training images per trial (default auto: 12000 on CPU, all on GPU; 0 = all)",
+    )
+    p.add_argument(
+        "--final-fit",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="train the best configuration on the whole split at the end "
+        "(default auto: when trials used a slice)",
+    )
+    p.add_argument("--final-max-epochs", type=int, help="epochs of the final fit at most (40)")
     p.add_argument("--max-failures", type=int, default=5, help="stop after N trials fail in a row")
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified)")
     COMMANDS["tune"] = _lazy("pipeline.tune", "cmd_tune")

@@ -81,6 +81,9 @@ class TrainSettings:
     augment: str = "off"
     label_smoothing: float = 0.0
     patience: int | None = None  # early stopping on val_accuracy
+    # "cosine": anneal the learning rate to 1% over the planned epochs instead of waiting for a
+    # plateau (better when only a few epochs fit in the budget)
+    schedule: str = "plateau"
     seed: int = 42
     hp: dict[str, Any] = field(default_factory=dict)
 
@@ -263,7 +266,14 @@ def fit(
     BestWeights, Deadline, EpochTimer, StopOnNaN = _callbacks_module()
     best, timer = BestWeights(), EpochTimer()
     cbs = [timer, StopOnNaN()] + ([best] if keep_best else [])
-    if settings.reduce_lr:
+    if settings.schedule == "cosine":
+        lr0, n = settings.learning_rate, max(settings.epochs, 1)
+        cbs.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda e: lr0 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * e / n)))
+            )
+        )
+    elif settings.reduce_lr:
         cbs.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_accuracy", factor=0.5, patience=3, min_lr=1e-5, verbose=0

@@ -22,10 +22,24 @@ from pipeline.config import Config
 from pipeline.data import Dataset
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_write_json, atomic_write_text
-from pipeline.runs import competition_dir, holdout, load_data, save_model, write_predictions
+from pipeline.runs import (
+    competition_dir,
+    holdout,
+    load_data,
+    save_history,
+    save_model,
+    write_predictions,
+)
 
 QUICK = dict(timeout=150, trials=3, max_epochs=2, limit=3000)
 FINAL_RESERVE = 60.0  # seconds kept for predicting and writing, beyond any refit
+# Multi-fidelity on CPU: trials train on a stratified slice of the training split (and are scored
+# on a slice of the holdout), then the final stage trains the best configuration on the whole
+# split for the time it has left. One full-data epoch of cnn7 takes ~150 s on 2 cores, so
+# full-data trials would buy about one trial per hour.
+SEARCH_ROWS_CPU = 12_000
+SEARCH_EPOCHS_CPU = 8
+FINAL_SHARE = 0.55  # of the budget, for the final fit (when on)
 
 
 def _log(msg: str) -> None:
@@ -201,7 +215,8 @@ class Search:
         self.cfg, self.ds, self.models = cfg, ds, models
         self.max_epochs, self.deadline, self.keep = max_epochs, deadline, keep
         self.cost, self.macs = cost, macs
-        self.data = holdout(ds, cfg.seed, cfg.opt("limit"))
+        self.full = holdout(ds, cfg.seed, cfg.opt("limit"))
+        self.data = search_slice(self.full, cfg.opt("search_rows"), cfg.seed)
         self.tune_dir = competition_dir(cfg, ds) / "tune"
         self.failures = 0
         self.max_failures = cfg.opt("max_failures") or 5
@@ -361,6 +376,25 @@ class Search:
 # Final stage
 
 
+def search_slice(split, rows: int | None, seed: int):
+    """A stratified slice of (x_train, y_train, x_val, y_val): ``rows`` training images and a
+    quarter as many holdout images; the split itself when ``rows`` covers it."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, y_tr, x_va, y_va = split
+    if not rows or rows >= len(y_tr):
+        return split
+
+    def take(x, y, n):
+        if n >= len(y):
+            return x, y
+        idx, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
+        idx = np.sort(idx)
+        return x[idx], y[idx]
+
+    return (*take(x_tr, y_tr, rows), *take(x_va, y_va, max(rows // 4, 1)))
+
+
 def trials_frame(study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -415,7 +449,10 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
             "./run.sh tune with a larger --timeout"
         )
     done.sort(key=lambda t: t.value, reverse=True)
-    _, _, x_val, y_val = holdout(ds, cfg.seed, cfg.opt("limit"))
+    # the trials' holdout probabilities are over the (sliced) holdout they were scored on
+    y_val = search_slice(holdout(ds, cfg.seed, cfg.opt("limit")), cfg.opt("search_rows"), cfg.seed)[
+        3
+    ]
     requested = cfg.opt("ensemble") or "auto"
     candidates = done[: (3 if requested == "auto" else int(requested))]
     # holdout accuracy of the top-k averages, from the probabilities kept at trial time
@@ -441,7 +478,17 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
     )
     tta = bool(cfg.opt("tta"))
     probs = []
-    if cfg.opt("refit"):
+    final_info = None
+    trial_scores = dict(scores)
+    if cfg.opt("final_fit") and not cfg.opt("refit"):
+        fitted = final_fit(cfg, ds, chosen[0], deadline)
+        if fitted is not None:
+            model, final_info = fitted
+            tta = final_info["tta"]
+            probs.append(predict_proba(model, ds.x_test, tta=tta))
+            chosen, k = chosen[:1], 1
+            scores = {1: final_info["holdout_accuracy"]}
+    if not probs and cfg.opt("refit"):
         refit_model = refit_best(cfg, ds, chosen[0], deadline)
         if refit_model is not None:
             probs.append(predict_proba(refit_model, ds.x_test, tta=tta))
@@ -454,6 +501,8 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
     holdout_acc = scores.get(k, chosen[0].value)
     names = "+".join(t.user_attrs.get("model", "?") for t in chosen)
     label = f"tune-{names}" if k > 1 else f"tune-{names}-t{chosen[0].number}"
+    if final_info:
+        label += "-full"
     np.save(tune_dir / "test_proba.npy", test_probs)
     best = {
         "study": study.study_name,
@@ -465,9 +514,11 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
         "settings": chosen[0].user_attrs.get("settings"),
         "holdout_accuracy": holdout_acc,
         "best_trial_holdout_accuracy": chosen[0].value,
-        "ensemble_holdout_accuracy": scores,
+        "ensemble_holdout_accuracy": trial_scores,
         "tta": tta,
-        "model_path": chosen[0].user_attrs.get("model_path"),
+        "final_fit": final_info,
+        "model_path": (final_info or {}).get("model_path")
+        or chosen[0].user_attrs.get("model_path"),
         "model_paths": [t.user_attrs.get("model_path") for t in chosen],
         "config": cfg.to_dict(),
     }
@@ -481,6 +532,92 @@ def final_stage(cfg: Config, ds: Dataset, study, deadline: float) -> Path:
         label,
         {"holdout_accuracy": holdout_acc, "trials": best["ensemble"], "study": study.study_name},
     )
+
+
+def final_fit(cfg: Config, ds: Dataset, trial, deadline: float):
+    """Train the best trial's configuration on the whole training split, scored on the whole
+    holdout, for as many epochs as the budget leaves (cosine learning-rate decay over them)."""
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.predict import predict_proba
+    from pipeline.training import TrainSettings, fit
+
+    a = trial.user_attrs
+    x_tr, y_tr, x_va, y_va = holdout(ds, cfg.seed, cfg.opt("limit"))
+    ips = float(a.get("train_images_per_second") or 0)
+    if ips <= 0:
+        return None
+    # an epoch: training, plus one forward pass over the holdout (~3x cheaper per image)
+    epoch_s = (len(y_tr) + len(y_va) / 3) / ips * 1.1
+    # what predicting the holdout and the test set (with test-time shifts) will need afterwards
+    predict_s = 5 * (len(y_va) + len(ds.x_test)) / (3 * ips) + 20
+    left = deadline - time.monotonic() - predict_s
+    epochs = min(int(left // epoch_s), int(cfg.opt("final_max_epochs") or 40))
+    if epochs < 2:
+        _log(f"final: no time to train on the whole split (~{epoch_s:.0f} s/epoch, {left:.0f} s)")
+        return None
+    settings = TrainSettings(
+        **{**a["settings"], "epochs": epochs, "schedule": "cosine", "seed": cfg.seed}
+    )
+    _log(
+        f"final: training trial {trial.number}'s configuration ({a['model']}) on all "
+        f"{len(y_tr)} training images for {epochs} epochs (~{epochs * epoch_s:.0f} s), "
+        f"scored on {len(y_va)} holdout images"
+    )
+    keras.backend.clear_session()
+    model = build_model(a["model"], ds.image_shape, ds.num_classes, **a.get("hp", {}))
+    result = fit(
+        model,
+        settings,
+        (x_tr, y_tr, x_va, y_va),
+        ds.num_classes,
+        deadline=deadline - predict_s,
+        verbose=0,
+        callbacks=[_EpochLog()],
+    )
+    tune_dir = competition_dir(cfg, ds) / "tune"
+    path = tune_dir / "models" / "final.keras"
+    save_model(result.model, path)
+    save_history(tune_dir / "final_history.csv", result.history)
+    plain = predict_proba(result.model, x_va)
+    shifted = predict_proba(result.model, x_va, tta=True)
+    acc_plain = float((plain.argmax(1) == y_va).mean())
+    acc_tta = float((shifted.argmax(1) == y_va).mean())
+    tta = bool(cfg.opt("tta")) or acc_tta > acc_plain
+    np.save(tune_dir / "models" / "final.holdout.npy", shifted if tta else plain)
+    _log(
+        f"final: holdout accuracy {acc_plain:.4f}, with test-time shifts {acc_tta:.4f}; "
+        f"using {'shifts' if tta else 'no shifts'}"
+    )
+    info = {
+        "trial": trial.number,
+        "model": a["model"],
+        "epochs_run": result.metrics["epochs_run"],
+        "best_epoch": result.metrics["best_epoch"],
+        "seconds": result.metrics["seconds"],
+        "train_rows": len(y_tr),
+        "holdout_rows": len(y_va),
+        "holdout_accuracy_plain": acc_plain,
+        "holdout_accuracy_tta": acc_tta,
+        "holdout_accuracy": max(acc_plain, acc_tta) if tta else acc_plain,
+        "tta": tta,
+        "model_path": str(path),
+        "settings": settings.to_dict(),
+    }
+    return result.model, info
+
+
+def _EpochLog():  # noqa: N802 - a Keras callback class, built lazily (no TensorFlow at import)
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            acc, loss = logs.get("val_accuracy", float("nan")), logs.get("loss", float("nan"))
+            _log(f"final: epoch {epoch + 1} val_accuracy {acc:.4f} loss {loss:.4f}")
+
+    return EpochLog()
 
 
 def refit_best(cfg: Config, ds: Dataset, trial, deadline: float):
@@ -540,6 +677,21 @@ def _print_top(frame: pd.DataFrame) -> None:
 # The command
 
 
+def _fidelity(cfg: Config, ds: Dataset, device: str) -> Config:
+    """Resolve ``--search-rows`` and ``--final-fit`` ("auto": slice + final fit on CPU only)."""
+    rows = cfg.opt("search_rows")
+    limit = cfg.opt("limit")
+    n_train = int(0.8 * (min(limit, len(ds.y_train)) if limit else len(ds.y_train)))
+    if rows in (None, "auto"):
+        rows = SEARCH_ROWS_CPU if device == "CPU" and n_train > 1.25 * SEARCH_ROWS_CPU else 0
+    rows = int(rows)
+    if rows >= n_train:
+        rows = 0
+    final = cfg.opt("final_fit") or "auto"
+    final_on = final == "on" or (final == "auto" and rows > 0)
+    return cfg.with_options(search_rows=rows or None, final_fit=final_on)
+
+
 def cmd_tune(cfg: Config) -> int:
     import optuna
 
@@ -551,12 +703,15 @@ def cmd_tune(cfg: Config) -> int:
     quick = bool(cfg.opt("quick"))
     timeout = cfg.opt("timeout") or (QUICK["timeout"] if quick else 3600)
     trials = cfg.opt("trials") or (QUICK["trials"] if quick else None)
-    max_epochs = cfg.opt("max_epochs") or (QUICK["max_epochs"] if quick else 15)
     if quick and not cfg.opt("limit"):
         cfg = cfg.with_options(limit=QUICK["limit"])
     deadline = start + timeout
     info = configure_runtime()
     ds = load_data(cfg)
+    cfg = _fidelity(cfg, ds, info["device"])
+    max_epochs = cfg.opt("max_epochs") or (
+        QUICK["max_epochs"] if quick else SEARCH_EPOCHS_CPU if cfg.opt("search_rows") else 15
+    )
     study, url, name = open_study(cfg, ds, max_epochs)
     tune_dir = competition_dir(cfg, ds) / "tune"
     cfg.save(tune_dir / "config.json")
@@ -573,9 +728,11 @@ def cmd_tune(cfg: Config) -> int:
     ens = cfg.opt("ensemble") or "auto"
     keep = 3 if ens == "auto" else max(3, int(ens))
     reserve = FINAL_RESERVE
+    if cfg.opt("final_fit") and not cfg.opt("search_only"):
+        reserve = max(FINAL_RESERVE, FINAL_SHARE * timeout)
     search = Search(cfg, ds, models, max_epochs, deadline - reserve, cost, macs, keep=keep)
     if not requested and info["device"] == "CPU":
-        share = (timeout - FINAL_RESERVE) / 4
+        share = (timeout - reserve) / 4
         slow = [m for m in models if search.epoch_seconds(m) > share]
         if slow:
             models = [m for m in models if m not in slow]
@@ -597,7 +754,12 @@ def cmd_tune(cfg: Config) -> int:
         f"study {name!r} in {url} ({done} completed trials), {len(models)} architectures, "
         f"{info['device']}, budget {timeout:.0f} s, up to {max_epochs} epochs per trial, "
         f"pruner {cfg.opt('pruner') or 'median'}, "
-        f"{len(search.data[0])} train / {len(search.data[2])} holdout images"
+        f"{len(search.data[0])} train / {len(search.data[2])} holdout images per trial"
+        + (
+            f"; then {reserve:.0f} s to train the best on all {len(search.full[0])}"
+            if cfg.opt("final_fit")
+            else ""
+        )
     )
     if search.remaining() > 0:
         study.optimize(

@@ -247,3 +247,36 @@ def test_two_workers_share_one_storage(demo_small, tmp_path):
         assert p.returncode == 0, out
     study = _study(tmp_path)
     assert len(_complete(study)) == 2
+
+
+def test_trials_on_a_slice_then_final_fit_on_the_whole_split(demo_small, tmp_path, capsys):
+    """--search-rows: trials see a slice; the final stage trains the best on the whole split."""
+    args = _args(demo_small, tmp_path, "--trials", "2", "--search-rows", "240")
+    args += ["--final-fit", "on", "--final-max-epochs", "2"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "240 train / 60 holdout images per trial" in out
+    assert "on all 480 training images" in out
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    final = best["final_fit"]
+    assert final["train_rows"] == 480 and final["holdout_rows"] == 120
+    assert final["epochs_run"] == 2
+    assert best["model_path"].endswith("final.keras") and os.path.exists(best["model_path"])
+    assert (
+        best["holdout_accuracy"]
+        == max(final["holdout_accuracy_plain"], final["holdout_accuracy_tta"])
+        or best["holdout_accuracy"] == final["holdout_accuracy_plain"]
+    )
+    # the reported holdout accuracy is the final model's on the whole 120-image holdout
+    from pipeline.data import load_competition
+    from pipeline.predict import load_model, predict_proba
+    from pipeline.runs import holdout
+
+    ds = load_competition(demo_small)
+    _, _, x_va, y_va = holdout(ds, 42, 600)
+    probs = predict_proba(load_model(best["model_path"]), x_va, tta=final["tta"])
+    assert abs(float((probs.argmax(1) == y_va).mean()) - best["holdout_accuracy"]) < 1e-6
+    assert len(pd.read_csv(tune_dir / "final_history.csv")) == 2
+    sub = pd.read_csv(out.strip().splitlines()[-1])
+    assert len(sub) == 200
