@@ -145,6 +145,7 @@ def _zoo_commands(sub, common) -> None:
     )
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified; for trials)")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     COMMANDS["train"] = _lazy("pipeline.runs", "cmd_train")
 
     p = sub.add_parser("predict", parents=[common], help="predict the test set from a saved model")
@@ -203,6 +204,7 @@ def _tune_command(sub, common) -> None:
     )
     p.add_argument("--final-max-epochs", type=int, help="epochs of the final fit at most (40)")
     p.add_argument("--max-failures", type=int, default=5, help="stop after N trials fail in a row")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified)")
     COMMANDS["tune"] = _lazy("pipeline.tune", "cmd_tune")
 
@@ -235,10 +237,46 @@ def _kaggle_commands(sub, common) -> None:
     COMMANDS["submit"] = _lazy("pipeline.submit", "cmd_submit")
 
 
+def _then_report(handler: Handler) -> Handler:
+    """Run ``handler``, then refresh the report (cheap). A failing report never fails the
+    command: its results are already saved."""
+
+    def run(cfg: Config) -> int:
+        code = handler(cfg)
+        if code == 0 and not cfg.opt("no_report"):
+            from pipeline.report import build_report
+
+            try:
+                build_report(cfg, study_name=cfg.opt("study"))
+            except Exception as exc:  # noqa: BLE001 - reported in one line, results are safe
+                if cfg.debug:
+                    raise
+                print(f"report: not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return code
+
+    return run
+
+
+def _report_command(sub, common) -> None:
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="tables and plots of every run and the study (artifacts/<competition>/report/)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--study", help="only this study (default: all runs and the competition's)")
+    g.add_argument("--run", help="only this run id")
+    p.add_argument("--storage", help="Optuna storage URL of the study (default: the SQLite file)")
+    COMMANDS["report"] = _lazy("pipeline.report", "cmd_report")
+    for name in ("train", "tune"):
+        COMMANDS[name] = _then_report(COMMANDS[name])
+
+
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
     _zoo_commands,
     _tune_command,
     _kaggle_commands,
+    _report_command,
 ]
 
 
