@@ -272,11 +272,31 @@ def _report_command(sub, common) -> None:
         COMMANDS[name] = _then_report(COMMANDS[name])
 
 
+def _kernel_command(sub, common) -> None:
+    p = sub.add_parser(
+        "kernel",
+        parents=[common],
+        help="build (and optionally push) a self-contained Kaggle kernel that runs tune",
+    )
+    p.add_argument("--id", help="USER/KERNEL-SLUG (default: <your user>/<competition>-tune)")
+    p.add_argument("--out", type=Path, help="folder to write (default: kernel/<competition>/)")
+    p.add_argument("--timeout", type=float, help="tune's budget inside the kernel (default 3600)")
+    p.add_argument("--quick", action="store_true", help="the kernel runs tune --quick")
+    p.add_argument("--models", help="comma-separated registry names for the kernel's search")
+    p.add_argument(
+        "--gpu", action=argparse.BooleanOptionalAction, help="request a GPU (default: yes)"
+    )
+    p.add_argument("--internet", action="store_true", help="enable internet in the kernel")
+    p.add_argument("--push", action="store_true", help="push it with the Kaggle API")
+    COMMANDS["kernel"] = _lazy("pipeline.kernel", "cmd_kernel")
+
+
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
     _zoo_commands,
     _tune_command,
     _kaggle_commands,
     _report_command,
+    _kernel_command,
 ]
 
 

@@ -727,7 +727,8 @@ def cmd_tune(cfg: Config) -> int:
     macs = {m: entry_macs(m, ds) for m in models}
     ens = cfg.opt("ensemble") or "auto"
     keep = 3 if ens == "auto" else max(3, int(ens))
-    reserve = FINAL_RESERVE
+    # predicting and writing take seconds on small data: a short budget keeps most for trials
+    reserve = min(FINAL_RESERVE, 0.2 * timeout)
     if cfg.opt("final_fit") and not cfg.opt("search_only"):
         reserve = max(FINAL_RESERVE, FINAL_SHARE * timeout)
     search = Search(cfg, ds, models, max_epochs, deadline - reserve, cost, macs, keep=keep)

@@ -91,6 +91,16 @@ class FakeKaggle:
             return _json(200, {"submissions": subs})
         if method == "GetSubmissionLimits":
             return _json(200, self.limits)
+        if method == "SaveKernel":
+            slug = payload.get("slug", "")
+            return _json(
+                200,
+                {
+                    "ref": f"/code/{slug}",
+                    "url": f"http://localhost/code/{slug}",
+                    "versionNumber": 1,
+                },
+            )
         if method == "DownloadDataFiles":
             return 302, {"Location": "http://localhost/files/competition.zip"}, b""
         return _json(404, {"code": 404, "message": f"fake Kaggle has no {method}"})
