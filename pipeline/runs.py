@@ -35,12 +35,28 @@ def load_data(cfg: Config) -> Dataset:
 def holdout(ds: Dataset, seed: int, limit: int | None = None):
     """(x_train, y_train, x_val, y_val): the stratified 80/20 split, optionally on a slice."""
     y = ds.y_train
+    counts = np.bincount(y, minlength=ds.num_classes)
+    if counts.min() < 2:
+        label = ds.classes[int(counts.argmin())]
+        label = label.item() if isinstance(label, np.generic) else label
+        raise PipelineError(
+            f"label {label!r} has {counts.min()} labelled row(s); the stratified 80/20 holdout "
+            "needs at least 2 per class: add rows of it or drop it from the train file"
+        )
     idx = np.arange(len(y))
     if limit and limit < len(y):
         from sklearn.model_selection import train_test_split
 
-        idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=y)
+        try:
+            idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=y)
+        except ValueError as exc:
+            raise PipelineError(
+                f"--limit {limit}: too few rows for a stratified slice of {ds.num_classes} "
+                f"classes ({exc}); raise --limit"
+            ) from None
         idx = np.sort(idx)
+    if np.bincount(y[idx], minlength=ds.num_classes).min() < 2:
+        raise PipelineError(f"--limit {limit}: some class gets fewer than 2 rows; raise --limit")
     tr, va = holdout_split(y[idx], seed)
     tr, va = idx[tr], idx[va]
     return ds.x_train[tr], y[tr], ds.x_train[va], y[va]

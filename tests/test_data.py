@@ -331,3 +331,20 @@ def test_inspect_prints_the_layout_json(layout_dir, tmp_path, capsys):
     assert info["image_shape"] == [6, 6, 1]
     assert info["ids_from"] == "sample_submission" and info["id_column"] == "ImageId"
     assert (info["n_train"], info["n_test"]) == (25, 5)
+
+
+def test_single_row_class_is_a_clear_error(layout_dir):
+    import pandas as pd
+
+    from pipeline.data import load_competition
+    from pipeline.runs import holdout
+
+    folder = layout_dir("digit", n_train=40, classes=(0, 1, 2))
+    train = pd.read_csv(folder / "train.csv")
+    train.loc[0, "label"] = 7  # label 7 now has a single row
+    train.to_csv(folder / "train.csv", index=False)
+    ds = load_competition(folder)
+    with pytest.raises(PipelineError, match=r"label 7 has 1 labelled row"):
+        holdout(ds, 42)
+    with pytest.raises(PipelineError, match="raise --limit"):
+        holdout(load_competition(layout_dir("digit", name="d2", n_train=40)), 42, limit=4)
