@@ -80,3 +80,19 @@ def test_predict_unknown_run_is_one_line(demo_small, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "no such run" in err
+
+
+def test_batch_norm_momentum_follows_the_epoch_length():
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.training import adapt_batch_norm
+
+    model = build_model("cnn7", (28, 28, 1), 10)
+    bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert len(bns) == 4
+    assert adapt_batch_norm(model, 24) == 0.9  # few large batches: track the weights quickly
+    assert {la.momentum for la in bns} == {0.9}
+    assert adapt_batch_norm(model, 188) == pytest.approx(1 - 5 / 188)
+    assert adapt_batch_norm(model, 1500) == 0.99  # the study's epochs: Keras' default
+    assert adapt_batch_norm(build_model("cnn1", (28, 28, 1), 10), 24) is None
