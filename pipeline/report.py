@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -327,7 +328,8 @@ def study_plots(study, out: Path) -> dict[str, str]:
                 ax = fn(study)
             except (ValueError, RuntimeError) as exc:
                 # e.g. importances need two completed trials that differ in some parameter
-                print(f"report: skipped {title} ({exc})")
+                # stderr: the submission's path stays the last line on stdout
+                print(f"report: skipped {title} ({exc})", file=sys.stderr)
                 continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(10, 5.5)

@@ -21,12 +21,16 @@ LR_RANGE = {
     "sgd-nesterov": (3e-3, 0.1),
     "adadelta": (0.1, 2.0),
 }
-BATCH_SIZES = (64, 128, 256, 512)
+# 32 included: on a 2-core CPU throughput is the same from batch 32 to 1024 (bench notes), and
+# small batches make more updates per epoch
+BATCH_SIZES = (32, 64, 128, 256, 512)
 AUGMENT = ("off", "light", "strong")
 LABEL_SMOOTHING = (0.0, 0.05, 0.1)
 ACTIVATIONS = ("relu", "elu", "gelu")
 
-# The study's best hand-tuned setting, as the first trial: the search starts from it.
+# The study's best hand-tuned setting (cnn7's recipe: SGD-Nesterov 0.01, batch 32, no
+# augmentation), as the first trial: the search starts from it. Measured on the demo, full split:
+# this recipe reached 0.9312 in 10 epochs, Adam 1e-3 / batch 256 / light augmentation 0.9130 in 9.
 WARM_START = {
     "model": "cnn7",
     "cnn7.dropout1": 0.25,
@@ -34,10 +38,10 @@ WARM_START = {
     "cnn7.dropout3": 0.25,
     "cnn7.width": 1.0,
     "cnn7.activation": "relu",
-    "optimizer": "adam",
-    "lr_adam": 1e-3,
-    "batch_size": 256,
-    "augment": "light",
+    "optimizer": "sgd-nesterov",
+    "lr_sgd-nesterov": 0.01,
+    "batch_size": 32,
+    "augment": "off",
     "label_smoothing": 0.0,
 }
 

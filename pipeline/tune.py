@@ -553,16 +553,19 @@ def final_fit(cfg: Config, ds: Dataset, trial, deadline: float):
     # what predicting the holdout and the test set (with test-time shifts) will need afterwards
     predict_s = 5 * (len(y_va) + len(ds.x_test)) / (3 * ips) + 20
     left = deadline - time.monotonic() - predict_s
-    epochs = min(int(left // epoch_s), int(cfg.opt("final_max_epochs") or 40))
+    cap = int(cfg.opt("final_max_epochs") or 40)
+    epochs = min(int(left // epoch_s), cap)
     if epochs < 2:
         _log(f"final: no time to train on the whole split (~{epoch_s:.0f} s/epoch, {left:.0f} s)")
         return None
+    # the cosine schedule re-plans from measured epoch times up to ``cap`` epochs (deadline below)
     settings = TrainSettings(
-        **{**a["settings"], "epochs": epochs, "schedule": "cosine", "seed": cfg.seed}
+        **{**a["settings"], "epochs": cap, "schedule": "cosine", "seed": cfg.seed}
     )
     _log(
         f"final: training trial {trial.number}'s configuration ({a['model']}) on all "
-        f"{len(y_tr)} training images for {epochs} epochs (~{epochs * epoch_s:.0f} s), "
+        f"{len(y_tr)} training images for ~{epochs} epochs (~{epochs * epoch_s:.0f} s; re-planned "
+        f"each epoch from its measured time, at most {cap}), "
         f"scored on {len(y_va)} holdout images"
     )
     keras.backend.clear_session()

@@ -96,3 +96,30 @@ def test_batch_norm_momentum_follows_the_epoch_length():
     assert adapt_batch_norm(model, 188) == pytest.approx(1 - 5 / 188)
     assert adapt_batch_norm(model, 1500) == 0.99  # the study's epochs: Keras' default
     assert adapt_batch_norm(build_model("cnn1", (28, 28, 1), 10), 24) is None
+
+
+def test_cosine_schedule_replans_to_the_deadline(tmp_path):
+    import time
+
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.training import TrainSettings, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(64, 28, 28, 1), dtype=np.uint8)
+    y = np.arange(64) % 3
+    s = TrainSettings(
+        optimizer="sgd", learning_rate=0.05, momentum=0.0, batch_size=32, epochs=10,
+        reduce_lr=False, schedule="cosine",
+    )  # fmt: skip
+    # no deadline: the whole plan, learning rate decayed from 0.05 towards 1%
+    r = fit(build_model("mlp", (28, 28, 1), 3), s, (x, y, x, y), 3, verbose=0, keep_best=False)
+    lrs = r.history["learning_rate"]
+    assert len(lrs) == 10 and lrs[0] == pytest.approx(0.05) and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] < 0.05 * 0.05
+    # a deadline already close: the plan shrinks to what fits, and training stops there
+    r = fit(build_model("mlp", (28, 28, 1), 3), s, (x, y, x, y), 3, verbose=0,
+            deadline=time.monotonic() + 0.01)  # fmt: skip
+    assert r.metrics["epochs_run"] == 1
+    del keras
