@@ -26,7 +26,8 @@ UPLOAD_FAILED = (
 )
 
 
-def _config_dir() -> Path:
+def config_dir() -> Path:
+    """The folder the client reads kaggle.json from (KAGGLE_CONFIG_DIR, ~/.kaggle, XDG)."""
     d = os.environ.get("KAGGLE_CONFIG_DIR")
     if d:
         return Path(d)
@@ -47,7 +48,7 @@ def find_credentials() -> str:
             return str(f)
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
         return "KAGGLE_USERNAME/KAGGLE_KEY"
-    f = _config_dir() / "kaggle.json"
+    f = config_dir() / "kaggle.json"
     if f.is_file():
         mode = f.stat().st_mode
         if mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -73,8 +74,8 @@ def client():
             ) from None
         api = KaggleApi()
         # the client fixes its config folder when first imported; follow the current environment
-        api.config_dir = str(_config_dir())
-        api.config = str(_config_dir() / "kaggle.json")
+        api.config_dir = str(config_dir())
+        api.config = str(config_dir() / "kaggle.json")
         try:
             with translate_errors():
                 api.authenticate()

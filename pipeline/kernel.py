@@ -108,9 +108,9 @@ def _username() -> str | None:
     """The Kaggle user name from the credentials' configuration (never the key)."""
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    from pipeline.kaggle_api import _config_dir
+    from pipeline.kaggle_api import config_dir
 
-    f = _config_dir() / "kaggle.json"
+    f = config_dir() / "kaggle.json"
     try:
         return json.loads(f.read_text()).get("username")
     except (OSError, ValueError):
