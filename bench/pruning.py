@@ -5,7 +5,7 @@ budget, in fresh artifact folders, one after the other (never side by side: they
 cores). Counts the trials that got a verdict (complete or pruned) per hour of wall time on this
 machine and the best holdout accuracy of each. Results go to bench/results/ (git-ignored).
 
-    .venv/bin/python bench/pruning.py [--timeout 900] [extra tune args]
+    .venv/bin/python bench/pruning.py [--timeout 900] [--pruners halving,median,none] [tune args]
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ def run(pruner: str, timeout: float, extra: list[str]) -> dict:
     study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")
     states = [t.state.name for t in study.trials]
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    verdicts = sum(s in ("COMPLETE", "PRUNED") for s in states)
+    # a trial the budget refused before training is not a configuration evaluated
+    verdicts = sum(
+        t.state.name in ("COMPLETE", "PRUNED") and not t.user_attrs.get("refused")
+        for t in study.trials
+    )
     return {
         "pruner": pruner,
         "exit": proc.returncode,
@@ -48,10 +52,12 @@ def run(pruner: str, timeout: float, extra: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--pruners", default="halving,none", help="compared with the last one")
     a, extra = ap.parse_known_args()
-    results = [run(p, a.timeout, extra) for p in ("median", "none")]
-    ratio = results[0]["configurations_per_hour"] / max(results[1]["configurations_per_hour"], 1e-9)
-    summary = {"timeout": a.timeout, "extra": extra, "ratio": round(ratio, 2), "runs": results}
+    results = [run(p, a.timeout, extra) for p in a.pruners.split(",")]
+    base = max(results[-1]["configurations_per_hour"], 1e-9)
+    ratios = {r["pruner"]: round(r["configurations_per_hour"] / base, 2) for r in results[:-1]}
+    summary = {"timeout": a.timeout, "extra": extra, "ratio": ratios, "runs": results}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"pruning-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(

@@ -173,7 +173,9 @@ def _tune_command(sub, common) -> None:
         "--quick", action="store_true", help="2-3 minute smoke run: 3 trials, 2 epochs, 3000 rows"
     )
     p.add_argument("--models", help="comma-separated registry names to search over")
-    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    p.add_argument(
+        "--pruner", choices=["halving", "median", "hyperband", "none"], default="halving"
+    )
     p.add_argument(
         "--storage", help="Optuna storage URL (default: sqlite artifacts/<comp>/optuna.db)"
     )

@@ -172,7 +172,7 @@ def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
             callbacks=[pruning_callback(trial)],
             verbose=0,
         )
-    assert list(study.trials[0].intermediate_values) == [0]
+    assert list(study.trials[0].intermediate_values) == [1]
 
     # and a pruner that never prunes lets all epochs run
     keep = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
@@ -280,3 +280,26 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(demo_small, tmp_pat
     assert len(pd.read_csv(tune_dir / "final_history.csv")) == 2
     sub = pd.read_csv(out.strip().splitlines()[-1])
     assert len(sub) == 200
+
+
+@pytest.mark.parametrize("name", ["halving", "median"])
+def test_pruners_judge_a_trial_by_its_epoch_number(name):
+    from pipeline.tune import make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(name, 8))
+    for acc in (0.75, 0.8, 0.85, 0.9):  # each the best so far: never pruned
+        t = study.ask()
+        for epoch in (1, 2):
+            t.report(acc, epoch)
+            assert not t.should_prune()  # (halving records a trial's rung when asked)
+        study.tell(t, acc)
+    weak, strong = study.ask(), study.ask()
+    weak.report(0.5, 1)
+    strong.report(0.95, 1)
+    # halving keeps only the top third after epoch 1; median waits for epoch 2
+    assert weak.should_prune() == (name == "halving")
+    assert not strong.should_prune()
+    if name == "median":
+        weak.report(0.5, 2)
+        strong.report(0.95, 2)
+        assert weak.should_prune() and not strong.should_prune()
