@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -171,18 +172,39 @@ def open_study(cfg: Config, ds: Dataset, max_epochs: int):
         group=True,
         constant_liar=True,
     )
-    try:
-        study = optuna.create_study(
-            storage=make_storage(url),
-            study_name=name,
-            direction="maximize",
-            sampler=sampler,
-            pruner=make_pruner(cfg.opt("pruner", "halving"), max_epochs),
-            load_if_exists=True,
-        )
-    except Exception as exc:  # noqa: BLE001 - bad URL, driver missing, DB locked...
-        raise PipelineError(f"cannot open Optuna storage {url!r}: {exc}") from None
-    return study, url, name
+    pruner = make_pruner(cfg.opt("pruner", "halving"), max_epochs)
+    return create_or_load_study(url, name, sampler, pruner), url, name
+
+
+def create_or_load_study(url: str, name: str, sampler=None, pruner=None):
+    """The study `name` in storage `url`, created if missing; safe for workers started together."""
+    import optuna
+
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                storage=make_storage(url),
+                study_name=name,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - bad URL, driver missing, DB locked...
+            # workers started together race to create the schema or the study: the loser sees a
+            # unique-constraint error and finds everything in place on the next try
+            if attempt < 4 and _creation_race(exc):
+                time.sleep(0.5 + random.random())
+                continue
+            raise PipelineError(f"cannot open Optuna storage {url!r}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _creation_race(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(
+        k in text for k in ("IntegrityError", "UNIQUE constraint", "already exists", "Duplicated")
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,7 +202,18 @@ def _spawn(demo_small, tmp_path, *extra, env_extra=None):
 
 def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
     # many epochs so that the second trial is still running when the first one has finished
-    proc = _spawn(demo_small, tmp_path, "--trials", "5", "--max-epochs", "30", "--search-only")
+    # no pruner: a pruned trial is not the completed one this test needs
+    proc = _spawn(
+        demo_small,
+        tmp_path,
+        "--trials",
+        "5",
+        "--max-epochs",
+        "30",
+        "--pruner",
+        "none",
+        "--search-only",
+    )
     db = tmp_path / "art" / "fashion-mnist" / "optuna.db"
     deadline = time.time() + 240
     completed = []
@@ -241,7 +252,9 @@ def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
 
 
 def test_two_workers_share_one_storage(demo_small, tmp_path):
-    procs = [_spawn(demo_small, tmp_path, "--trials", "1", "--search-only") for _ in range(2)]
+    # no pruner: the halving pruner may rightly prune the worse of the two one-epoch trials
+    extra = ("--trials", "1", "--pruner", "none", "--search-only")
+    procs = [_spawn(demo_small, tmp_path, *extra) for _ in range(2)]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
@@ -303,3 +316,31 @@ def test_pruners_judge_a_trial_by_its_epoch_number(name):
         weak.report(0.5, 2)
         strong.report(0.95, 2)
         assert weak.should_prune() and not strong.should_prune()
+
+
+def test_workers_started_together_all_open_the_new_study(tmp_path):
+    """Workers racing to create the SQLite schema and the study all get the same study."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    start = time.time() + 6  # after every interpreter has imported optuna
+    script = (
+        "import sys, time; from pipeline.tune import create_or_load_study\n"
+        "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+        "s = create_or_load_study(sys.argv[1], 'race')\n"
+        "t = s.ask(); s.tell(t, 0.5)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, url, str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out
+    study = optuna.load_study(study_name="race", storage=url)
+    assert len(_complete(study)) == 4
