@@ -49,22 +49,26 @@ WARM_START = {
 def suggest_hp(trial, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """Sample the exposed hyperparameters of one entry (names prefixed with the entry's name)."""
     hp: dict[str, Any] = {}
+    # One width multiplier per entry, sampled once under one name (Optuna refuses a parameter
+    # whose choices change). Entries exposing their own ``width`` are the big ones (VGG): no 2x.
+    width_choices = [0.5, 1.0] if "width" in defaults else [0.5, 1.0, 2.0]
     width = None
     for key, default in defaults.items():
         p = f"{name}.{key}"
         if isinstance(default, bool):
             hp[key] = trial.suggest_categorical(p, [False, True])
         elif key.startswith("dropout") and isinstance(default, float):
-            hp[key] = trial.suggest_float(p, 0.0, 0.6, step=0.05)
+            # the stepped grid yields 0.30000000000000004; rounding keeps logs and best.json clean
+            hp[key] = round(trial.suggest_float(p, 0.0, 0.6, step=0.05), 4)
         elif key == "activation":
             hp[key] = trial.suggest_categorical(p, list(ACTIVATIONS))
-        elif key == "width":
-            hp[key] = trial.suggest_categorical(p, [0.5, 1.0])
-        elif isinstance(default, int) and (key.startswith("filters") or key.endswith("units")):
+        elif key == "width" or (
+            isinstance(default, int) and (key.startswith("filters") or key.endswith("units"))
+        ):
             # widths share one multiplier so the architecture keeps its proportions
             if width is None:
-                width = trial.suggest_categorical(f"{name}.width", [0.5, 1.0, 2.0])
-            hp[key] = max(4, int(round(default * width)))
+                width = trial.suggest_categorical(f"{name}.width", width_choices)
+            hp[key] = width if key == "width" else max(4, int(round(default * width)))
         # anything else (tuples of widths, weights, strides) keeps the study's value
     return hp
 

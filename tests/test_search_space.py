@@ -1,0 +1,54 @@
+"""The search space samples valid configurations without building any model."""
+
+import optuna
+
+from pipeline.models.registry import get_entry
+from pipeline.search_space import (
+    DEFAULT_MODELS,
+    LR_RANGE,
+    WARM_START,
+    suggest,
+    warm_start_params,
+)
+
+
+def test_sampled_configurations_are_in_range_and_clean():
+    models = list(DEFAULT_MODELS)
+    entries = {m: get_entry(m) for m in models}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        spec = suggest(trial, models, entries, max_epochs=8)
+        seen.add(spec["model"])
+        assert spec["model"] in models
+        assert set(spec["hp"]) <= set(entries[spec["model"]].defaults)
+        lo, hi = LR_RANGE[spec["optimizer"]]
+        assert lo <= spec["learning_rate"] <= hi
+        assert 3 <= spec["epochs"] <= 8
+        for key, value in spec["hp"].items():
+            if key.startswith("dropout"):
+                assert 0.0 <= value <= 0.6
+                # on the 0.05 grid and printed without float noise (0.30000000000000004)
+                assert len(repr(value)) <= 4, (key, value)
+        study.tell(trial, 0.5)
+    assert len(seen) >= 8  # the categorical choice reaches most of the zoo
+
+
+def test_warm_start_only_when_its_model_is_searched():
+    params = warm_start_params(list(DEFAULT_MODELS), max_epochs=5)
+    assert params["model"] == WARM_START["model"] and params["epochs"] == 5
+    assert warm_start_params(["lenet5", "cnn1"], max_epochs=5) is None
+
+
+def test_every_default_entry_samples_repeatedly():
+    """Each entry's conditional space is stable across trials (VGG exposes width and units)."""
+    for name in DEFAULT_MODELS:
+        entry = get_entry(name)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for _ in range(4):
+            trial = study.ask()
+            spec = suggest(trial, [name], {name: entry}, max_epochs=4)
+            study.tell(trial, 0.5)
+        if "width" in entry.defaults:
+            assert spec["hp"]["width"] in (0.5, 1.0)
