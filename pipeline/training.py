@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +209,7 @@ def _callbacks_module():
             self.hit = False
 
         def on_epoch_end(self, epoch, logs=None):
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= when(self.deadline):
                 self.hit = True
                 self.model.stop_training = True
 
@@ -247,11 +248,14 @@ def fit(
     num_classes: int,
     *,
     callbacks: list | None = None,
-    deadline: float | None = None,
+    deadline: float | Callable[[], float] | None = None,
     verbose: int | None = None,
     keep_best: bool = True,
 ) -> FitResult:
-    """Compile ``model`` with ``settings`` and train it on (x_train, y_train, x_val, y_val)."""
+    """Compile ``model`` with ``settings`` and train it on (x_train, y_train, x_val, y_val).
+
+    ``deadline`` (``time.monotonic()`` seconds, or a function returning them, re-read after every
+    epoch) stops training after the epoch that reaches it."""
     import keras
 
     info = configure_runtime()
@@ -332,7 +336,12 @@ def fit(
     return FitResult(model, history, metrics)
 
 
-def _cosine_to_deadline(lr0: float, epochs: int, deadline: float | None):
+def when(deadline: float | Callable[[], float]) -> float:
+    """A deadline given as a number or as a function that returns the current one."""
+    return deadline() if callable(deadline) else deadline
+
+
+def _cosine_to_deadline(lr0: float, epochs: int, deadline: float | Callable[[], float] | None):
     """Cosine decay of the learning rate to 1% over the planned epochs. With a deadline the plan
     is redone after every epoch from the measured epoch time, so the decay ends when the budget
     does (estimates made before training were 25-40% pessimistic here)."""
@@ -362,7 +371,7 @@ def _cosine_to_deadline(lr0: float, epochs: int, deadline: float | None):
             self.done = epoch + 1
             if deadline is not None:
                 per = (time.monotonic() - self.started) / self.done
-                fits = self.done + int((deadline - time.monotonic()) // per)
+                fits = self.done + int((when(deadline) - time.monotonic()) // per)
                 self.n = max(self.done, min(epochs, fits))
             if self.done >= self.n:
                 self.model.stop_training = True

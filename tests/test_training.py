@@ -123,3 +123,54 @@ def test_cosine_schedule_replans_to_the_deadline(tmp_path):
             deadline=time.monotonic() + 0.01)  # fmt: skip
     assert r.metrics["epochs_run"] == 1
     del keras
+
+
+def test_a_deadline_function_is_reread_every_epoch():
+    import time
+
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.training import TrainSettings, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(64, 28, 28, 1), dtype=np.uint8)
+    y = np.arange(64) % 3
+    ended = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ended.append(epoch)
+
+    # far away for two epochs, then already passed (as when the measured prediction time grows)
+    def deadline():
+        return time.monotonic() + (1e6 if len(ended) < 2 else -1)
+
+    for schedule in ("cosine", "plateau"):
+        ended.clear()
+        s = TrainSettings(
+            optimizer="sgd", learning_rate=0.05, momentum=0.0, batch_size=32, epochs=10,
+            reduce_lr=False, schedule=schedule,
+        )  # fmt: skip
+        r = fit(build_model("mlp", (28, 28, 1), 3), s, (x, y, x, y), 3, verbose=0,
+                keep_best=False, deadline=deadline, callbacks=[Count()])  # fmt: skip
+        # our callbacks run before the caller's, so the move is seen at the end of epoch 3
+        assert r.metrics["epochs_run"] == 3, schedule
+        assert r.metrics["stopped_by_deadline"]
+
+
+def test_shift_probas_share_the_plain_pass():
+    from pipeline.models import build_model
+    from pipeline.predict import TTA_SHIFTS, predict_proba, shift_probas
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, size=(40, 28, 28, 1), dtype=np.uint8)
+    model = build_model("mlp", (28, 28, 1), 4)
+    passes = shift_probas(model, x, batch_size=16)
+    assert len(passes) == len(TTA_SHIFTS)
+    np.testing.assert_allclose(passes[0], predict_proba(model, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.mean(passes, axis=0), predict_proba(model, x, tta=True), rtol=1e-5, atol=1e-6
+    )
+    # the shifted passes see different pixels, so they differ from the plain one
+    assert not np.allclose(passes[1], passes[0])
