@@ -283,6 +283,7 @@ class Search:
                 "reason", f"needs ~{per_epoch:.0f} s/epoch, {max(self.remaining(), 0):.0f} s left"
             )
             trial.set_user_attr("refused", True)
+            trial.set_user_attr("model", name)
             raise optuna.TrialPruned(trial.user_attrs["reason"])
         if fits < epochs:
             epochs = fits
@@ -376,9 +377,12 @@ class Search:
             f"{k}={v}" for k, v in a.get("hp", {}).items() if "dropout" in k or k == "width"
         )
         s = a.get("settings", {})
+        # a trial the budget refused never trained: it has no settings to show
         key = (
             f"{s.get('optimizer')} lr={s.get('learning_rate', 0):.2g} bs={s.get('batch_size')} "
             f"aug={s.get('augment')}" + (f" {hp}" if hp else "")
+            if s
+            else "(not started)"
         )
         try:
             best = f"{study.best_value:.4f} (#{study.best_trial.number})"

@@ -148,6 +148,26 @@ def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkey
     assert len(_study(tmp_path).get_trials()) == 2
 
 
+def test_budget_refuses_a_trial_it_cannot_hold(demo_small, tmp_path, capsys):
+    from pipeline.training import configure_runtime
+
+    # this machine measured as a million times slower: no epoch fits the 300 s budget
+    comp = tmp_path / "art" / "fashion-mnist"
+    comp.mkdir(parents=True)
+    key = f"{configure_runtime()['device']}-{os.cpu_count()}-28x28x1"
+    cost = {"key": key, "seconds_per_image": 1.0, "macs": 1, "seconds_per_image_per_mac": 1.0}
+    (comp / "cost.json").write_text(json.dumps(cost))
+    code = cli.main(_args(demo_small, tmp_path, "--trials", "5"))
+    out, err = capsys.readouterr()
+    assert code == 2 and "no completed trial" in err  # nothing trained, one-line error
+    trials = _study(tmp_path).get_trials()
+    assert len(trials) == 1  # the first refusal stops the study
+    assert trials[0].state == optuna.trial.TrialState.PRUNED and trials[0].user_attrs["refused"]
+    line = next(x for x in out.splitlines() if "tune: trial   0" in x)
+    assert trials[0].user_attrs["model"] in line and "(not started)" in line
+    assert "needs ~" in line and "s/epoch" in line
+
+
 def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
     from pipeline.data import load_competition
     from pipeline.models import build_model, get_entry
