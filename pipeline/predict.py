@@ -44,13 +44,15 @@ def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def shift_probas(model, x: np.ndarray, batch_size: int = 1024) -> list[np.ndarray]:
-    """Class probabilities for uint8 images under each of ``TTA_SHIFTS`` (identity first), so a
-    caller can score plain and shifted predictions from one set of passes."""
+def shift_probas(
+    model, x: np.ndarray, batch_size: int = 1024, shifts=TTA_SHIFTS
+) -> list[np.ndarray]:
+    """Class probabilities for uint8 images under each shift (identity first), so a caller can
+    score plain and shifted predictions from one set of passes."""
     from pipeline.training import make_dataset
 
     out = []
-    for dy, dx in TTA_SHIFTS:
+    for dy, dx in shifts:
         ds = make_dataset(_shift(x, dy, dx), None, 0, batch_size)
         out.append(np.asarray(model.predict(ds, verbose=0), dtype=np.float64))
     return out
@@ -58,12 +60,8 @@ def shift_probas(model, x: np.ndarray, batch_size: int = 1024) -> list[np.ndarra
 
 def predict_proba(model, x: np.ndarray, batch_size: int = 1024, tta: bool = False) -> np.ndarray:
     """Class probabilities for uint8 images; ``tta`` averages over small shifts."""
-    from pipeline.training import make_dataset
-
-    if tta:
-        return np.mean(shift_probas(model, x, batch_size), axis=0).astype(np.float32)
-    ds = make_dataset(x, None, 0, batch_size)
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+    shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
+    return np.mean(shift_probas(model, x, batch_size, shifts), axis=0).astype(np.float32)
 
 
 def ensemble_proba(models, x: np.ndarray, tta: bool = False) -> np.ndarray:

@@ -209,7 +209,7 @@ def _callbacks_module():
             self.hit = False
 
         def on_epoch_end(self, epoch, logs=None):
-            if time.monotonic() >= when(self.deadline):
+            if time.monotonic() >= _deadline_at(self.deadline):
                 self.hit = True
                 self.model.stop_training = True
 
@@ -336,7 +336,7 @@ def fit(
     return FitResult(model, history, metrics)
 
 
-def when(deadline: float | Callable[[], float]) -> float:
+def _deadline_at(deadline: float | Callable[[], float]) -> float:
     """A deadline given as a number or as a function that returns the current one."""
     return deadline() if callable(deadline) else deadline
 
@@ -371,7 +371,7 @@ def _cosine_to_deadline(lr0: float, epochs: int, deadline: float | Callable[[], 
             self.done = epoch + 1
             if deadline is not None:
                 per = (time.monotonic() - self.started) / self.done
-                fits = self.done + int((when(deadline) - time.monotonic()) // per)
+                fits = self.done + int((_deadline_at(deadline) - time.monotonic()) // per)
                 self.n = max(self.done, min(epochs, fits))
             if self.done >= self.n:
                 self.model.stop_training = True
