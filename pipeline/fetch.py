@@ -9,14 +9,14 @@ import zipfile
 from pathlib import Path
 
 from pipeline import runtime
-from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.options import FetchOptions
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".zip", ".gz")
 
 
-def target_dir(cfg: Config) -> Path:
-    return Path(cfg.data) if cfg.data else runtime.default_input_dir() / cfg.competition
+def target_dir(opts: FetchOptions) -> Path:
+    return Path(opts.data) if opts.data else runtime.default_input_dir() / opts.competition
 
 
 def has_files(folder: Path) -> bool:
@@ -36,22 +36,22 @@ def _extract(archive: Path, dest: Path) -> None:
         ) from None
 
 
-def fetch(cfg: Config) -> Path:
+def fetch(opts: FetchOptions) -> Path:
     """Download and unzip the competition's files unless they are already there."""
     from pipeline.kaggle_api import download_competition
 
-    if not cfg.competition:
+    if not opts.competition:
         raise PipelineError("fetch needs --competition SLUG (the last part of the competition URL)")
-    dest = target_dir(cfg)
-    if has_files(dest) and not cfg.opt("force"):
+    dest = target_dir(opts)
+    if has_files(dest) and not opts.force:
         print(f"{dest}: already there (--force downloads again)", file=sys.stderr)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     # download and unpack beside the destination, then rename: no half-filled folder
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}-", dir=dest.parent) as tmp:
         tmp = Path(tmp)
-        print(f"downloading {cfg.competition} from Kaggle ...", file=sys.stderr, flush=True)
-        archive = download_competition(cfg.competition, tmp / "download")
+        print(f"downloading {opts.competition} from Kaggle ...", file=sys.stderr, flush=True)
+        archive = download_competition(opts.competition, tmp / "download")
         unpacked = tmp / "files"
         unpacked.mkdir()
         if archive.suffix.lower() == ".zip" or zipfile.is_zipfile(archive):
@@ -66,5 +66,12 @@ def fetch(cfg: Config) -> Path:
             dest.rename(tmp / "replaced")  # removed with tmp
         unpacked.rename(dest)
     n = sum(1 for p in dest.rglob("*") if p.is_file())
-    print(f"{dest}: {n} files from {cfg.competition}", file=sys.stderr)
+    print(f"{dest}: {n} files from {opts.competition}", file=sys.stderr)
     return dest
+
+
+def run(opts: FetchOptions) -> int:
+    """Download the competition, then say what ``inspect`` says about it."""
+    from pipeline.commands import inspect
+
+    return inspect.run(opts.replace(data=fetch(opts)))

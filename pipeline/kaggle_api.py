@@ -197,10 +197,3 @@ def submissions(competition: str) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def submission_limits(competition: str) -> dict[str, Any]:
-    api = client()
-    with translate_errors(competition, api):
-        lim = api.competition_get_submission_limits(competition)
-    return {"allowed_now": lim.num_allowed_now, "today": lim.num_today, "total": lim.num_total}

@@ -18,9 +18,9 @@ import zipfile
 from pathlib import Path
 
 from pipeline import runtime
-from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_write_json, atomic_write_text
+from pipeline.options import KernelOptions
 
 CODE_FILE = "kernel.py"
 # what the script needs from the kernel's image (import name, distribution, minimum major version)
@@ -117,8 +117,8 @@ def _username() -> str | None:
         return None
 
 
-def kernel_id(cfg: Config) -> str:
-    kid = cfg.opt("id")
+def kernel_id(opts: KernelOptions) -> str:
+    kid = opts.id
     if not kid:
         user = _username()
         if not user:
@@ -126,7 +126,7 @@ def kernel_id(cfg: Config) -> str:
                 "kernel needs --id USER/KERNEL-SLUG (your Kaggle user name is not in "
                 "KAGGLE_USERNAME or kaggle.json)"
             )
-        kid = f"{user}/{cfg.competition}-tune"
+        kid = f"{user}/{opts.competition}-tune"
     if not re.fullmatch(r"[A-Za-z0-9_.-]+/[a-z0-9][a-z0-9-]{3,}[a-z0-9]", kid):
         raise PipelineError(
             f"--id {kid!r}: expected USER/KERNEL-SLUG, the slug lowercase letters, digits and "
@@ -135,31 +135,30 @@ def kernel_id(cfg: Config) -> str:
     return kid
 
 
-def tune_args(cfg: Config) -> list[str]:
-    args = ["tune", "--competition", cfg.competition, "--seed", str(cfg.seed)]
-    if cfg.opt("timeout"):
-        args += ["--timeout", f"{cfg.opt('timeout'):g}"]
-    if cfg.opt("quick"):
+def tune_args(opts: KernelOptions) -> list[str]:
+    args = ["tune", "--competition", opts.competition, "--seed", str(opts.seed)]
+    if opts.timeout:
+        args += ["--timeout", f"{opts.timeout:g}"]
+    if opts.quick:
         args.append("--quick")
-    if cfg.opt("models"):
-        args += ["--models", cfg.opt("models")]
+    if opts.models:
+        args += ["--models", ",".join(opts.models)]
     return args
 
 
-def build_kernel(cfg: Config) -> Path:
+def build_kernel(opts: KernelOptions) -> Path:
     """Write the kernel folder (script + kernel-metadata.json); returns it."""
-    if not cfg.competition:
+    if not opts.competition:
         raise PipelineError("kernel needs --competition SLUG (the competition's URL name)")
-    kid = kernel_id(cfg)
-    out = Path(cfg.opt("out") or runtime.PROJECT_ROOT / "kernel" / cfg.competition)
+    kid = kernel_id(opts)
+    out = Path(opts.out or runtime.PROJECT_ROOT / "kernel" / opts.competition)
     out.mkdir(parents=True, exist_ok=True)
     encoded = base64.b64encode(package_zip()).decode()
     payload = "\n".join(f'    "{encoded[i : i + 96]}"' for i in range(0, len(encoded), 96))
     script = TEMPLATE.format(
-        slug=cfg.competition, args=tune_args(cfg), required=REQUIRED, payload=payload
+        slug=opts.competition, args=tune_args(opts), required=REQUIRED, payload=payload
     )
     atomic_write_text(out / CODE_FILE, script)
-    gpu = cfg.opt("gpu")
     meta = {
         "id": kid,
         "title": kid.split("/", 1)[1],  # the title must slugify to the id's slug
@@ -167,11 +166,11 @@ def build_kernel(cfg: Config) -> Path:
         "language": "python",
         "kernel_type": "script",
         "is_private": True,
-        "enable_gpu": True if gpu is None else bool(gpu),
+        "enable_gpu": opts.gpu,
         "enable_tpu": False,
-        "enable_internet": bool(cfg.opt("internet")),
+        "enable_internet": opts.internet,
         "dataset_sources": [],
-        "competition_sources": [cfg.competition],
+        "competition_sources": [opts.competition],
         "kernel_sources": [],
         "model_sources": [],
     }
@@ -196,14 +195,14 @@ def push(folder: Path) -> str:
     return result.url or f"https://www.kaggle.com/code/{meta['id']}"
 
 
-def cmd_kernel(cfg: Config) -> int:
-    out = build_kernel(cfg)
+def run(opts: KernelOptions) -> int:
+    out = build_kernel(opts)
     size = (out / CODE_FILE).stat().st_size
     print(
         f"kernel: {out / CODE_FILE} ({size / 1024:.0f} KiB) and kernel-metadata.json",
         file=sys.stderr,
     )
-    if cfg.opt("push"):
+    if opts.push:
         url = push(out)
         print(
             f"kernel: pushed; it runs now on Kaggle. Output (submission.csv) appears under the "

@@ -1,4 +1,4 @@
-"""Stage 3: model(s) -> class probabilities for the test set (ensembles, test-time shifts)."""
+"""Stage 3: model -> class probabilities (optionally averaged over test-time shifts)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def load_model(path: Path):
         raise PipelineError(f"{path}: no such model file; train one with ./run.sh train or tune")
     import keras
 
-    from pipeline.training import configure_runtime
+    from pipeline.device import configure_runtime
 
     configure_runtime()
     try:
@@ -62,9 +62,3 @@ def predict_proba(model, x: np.ndarray, batch_size: int = 1024, tta: bool = Fals
     """Class probabilities for uint8 images; ``tta`` averages over small shifts."""
     shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     return np.mean(shift_probas(model, x, batch_size, shifts), axis=0).astype(np.float32)
-
-
-def ensemble_proba(models, x: np.ndarray, tta: bool = False) -> np.ndarray:
-    """The mean of several models' probabilities."""
-    probs = [predict_proba(m, x, tta=tta) for m in models]
-    return np.mean(probs, axis=0)

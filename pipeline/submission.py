@@ -112,3 +112,25 @@ def write_submission(
             path.with_suffix(".json"), {"competition": ds.competition, "file": path.name, **meta}
         )
     return path
+
+
+def write_predictions(
+    ds: Dataset,
+    probs: np.ndarray,
+    label: str,
+    meta: dict[str, Any],
+    submissions_dir: Path,
+    path: Path | None = None,
+) -> Path:
+    """Write the submission for test-set probabilities to ``path`` (default: a new file under
+    ``submissions_dir``); inside a Kaggle kernel also as the kernel's ``submission.csv``."""
+    from pipeline import runtime
+
+    out = write_submission(
+        ds, probs, path or default_path(submissions_dir, ds.competition, label),
+        meta={"model": label, **meta},
+    )  # fmt: skip
+    if runtime.in_kernel():
+        # the file name Kaggle takes a kernel's submission from
+        write_submission(ds, probs, runtime.kaggle_root() / "working" / "submission.csv")
+    return out

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_write_text
+from pipeline.options import Options, SubmitOptions
 
 LOG_COLUMNS = [
     "time",
@@ -65,18 +65,12 @@ def default_message(meta: dict[str, Any], path: Path) -> str:
     return f"{model} holdout {acc:.4f}" if isinstance(acc, int | float) else str(model)
 
 
-def validate_file(cfg: Config, path: Path, data_competition: str | None) -> int:
+def validate_file(opts: Options, path: Path, data_competition: str | None) -> int:
     """Check ``path`` against the competition's files; returns its row count."""
-    from pipeline.data import load_competition, resolve_data_dir
+    from pipeline.data import load
     from pipeline.submission import read_submission, validate_submission
 
-    ds = load_competition(
-        resolve_data_dir(cfg.data, data_competition),
-        cache_dir=cfg.artifacts / "cache",
-        image_shape=cfg.image_shape,
-        channels_first=cfg.channels_first,
-        competition=data_competition,
-    )
+    ds = load(opts.replace(competition=data_competition))
     df = read_submission(path)
     validate_submission(df, ds.layout, ds.test_ids, str(path))
     return len(df)
@@ -115,26 +109,26 @@ def wait_for_score(competition: str, ref: Any, path: Path, timeout: float, every
         time.sleep(every)
 
 
-def cmd_submit(cfg: Config) -> int:
+def run(opts: SubmitOptions) -> int:
     from pipeline.kaggle_api import submit
 
-    data_competition = cfg.competition
-    path = Path(cfg.opt("file")) if cfg.opt("file") else None
+    data_competition = opts.competition
+    path = Path(opts.file) if opts.file else None
     if path is None:
-        path = newest_submission(cfg.submissions, data_competition)
+        path = newest_submission(opts.submissions, data_competition)
     if not path.is_file():
         raise PipelineError(f"{path}: no such submission file")
     meta = _meta(path)
-    if not data_competition and cfg.data is None:
+    if not data_competition and opts.data is None:
         data_competition = meta.get("competition")
-    slug = cfg.competition or meta.get("competition")
-    if not slug and cfg.data is not None:
-        slug = Path(cfg.data).name
+    slug = opts.competition or meta.get("competition")
+    if not slug and opts.data is not None:
+        slug = Path(opts.data).name
     if not slug:
         raise PipelineError(f"{path}: which competition? pass --competition SLUG")
-    rows = validate_file(cfg, path, data_competition)
-    message = cfg.opt("message") or default_message(meta, path)
-    if cfg.opt("dry_run"):
+    rows = validate_file(opts, path, data_competition)
+    message = opts.message or default_message(meta, path)
+    if opts.dry_run:
         print(f"{path}: valid for {slug} ({rows} rows); not uploaded (--dry-run)")
         return 0
     print(f"uploading {path.name} to {slug}: {message!r}", file=sys.stderr, flush=True)
@@ -151,14 +145,14 @@ def cmd_submit(cfg: Config) -> int:
     }
     result: dict[str, Any] = {}
     try:
-        if not cfg.opt("no_wait"):
+        if not opts.no_wait:
             every = float(os.environ.get("PIPELINE_SUBMIT_POLL", "10"))
-            result = wait_for_score(slug, created.get("ref"), path, cfg.opt("wait") or 600, every)
+            result = wait_for_score(slug, created.get("ref"), path, opts.wait, every)
             row["status"] = result.get("status", "PENDING")
             row["public_score"] = result.get("public_score") or ""
     finally:
-        append_log(cfg.submissions, row)  # the upload happened: record it whatever follows
-    if cfg.opt("no_wait"):
+        append_log(opts.submissions, row)  # the upload happened: record it whatever follows
+    if opts.no_wait:
         print(f"submitted {path.name} to {slug} (ref {created.get('ref')}); not waiting")
         return 0
     if result.get("status") == "ERROR":

@@ -1,72 +1,29 @@
 """Stage 2: arrays -> trained model.
 
-Compiles a registry model with its study recipe (overridable), feeds uint8 images through
+Compiles a registry model with a recipe (:class:`TrainSettings`), feeds uint8 images through
 ``tf.data`` (cast and scale per batch, shuffle, prefetch), validates on the holdout every epoch,
-applies the recipe's callbacks and keeps the weights of the best epoch by val_accuracy.
+and keeps the weights of the best epoch by val_accuracy. Returns the model, its history and
+:class:`FitMetrics`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
-import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pipeline.callbacks import When
 from pipeline.errors import PipelineError
 
 OPTIMIZERS = ("adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
 # Augmentation strengths: (rotation in degrees, shift fraction, zoom fraction). "strong" is study
 # 000's (rotation up to 15 degrees, width/height shifts) plus a small zoom.
 AUGMENT = {"off": None, "light": (8.0, 0.08, 0.05), "strong": (15.0, 0.1, 0.1)}
-
-_RUNTIME: dict[str, Any] | None = None
-
-
-def configure_runtime(mixed_precision: str = "auto", quiet: bool = True) -> dict[str, Any]:
-    """Set up TensorFlow once per process; returns what was chosen.
-
-    CPU: oneDNN kernels on (2.3x faster here; must be set before TensorFlow is imported), all
-    cores for intra-op work, no XLA (2x slower on CPU). GPU: memory growth, mixed precision on
-    GPUs with compute capability >= 7.0 unless ``mixed_precision="off"``, XLA on.
-    """
-    global _RUNTIME
-    if _RUNTIME is not None:
-        return _RUNTIME
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if quiet:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    info: dict[str, Any] = {"device": "GPU" if gpus else "CPU", "gpus": len(gpus)}
-    if gpus:
-        for gpu in gpus:
-            # RuntimeError: already initialised, growth can no longer be changed
-            with contextlib.suppress(RuntimeError):
-                tf.config.experimental.set_memory_growth(gpu, True)
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        use_mp = mixed_precision == "on" or (
-            mixed_precision == "auto" and capability is not None and capability >= (7, 0)
-        )
-        if use_mp:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        info.update(mixed_precision=use_mp, jit_compile=True)
-    else:
-        cores = os.cpu_count() or 1
-        with contextlib.suppress(RuntimeError):
-            tf.config.threading.set_intra_op_parallelism_threads(cores)
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
-        info.update(mixed_precision=False, jit_compile=False, threads=cores)
-    info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-    _RUNTIME = info
-    return info
 
 
 @dataclass(frozen=True)
@@ -81,15 +38,42 @@ class TrainSettings:
     reduce_lr: bool
     augment: str = "off"
     label_smoothing: float = 0.0
-    patience: int | None = None  # early stopping on val_accuracy
     # "cosine": anneal the learning rate to 1% over the planned epochs instead of waiting for a
     # plateau (better when only a few epochs fit in the budget)
     schedule: str = "plateau"
     seed: int = 42
-    hp: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainSettings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FitMetrics:
+    """What one fit measured; accuracy and loss are those of the kept (best) epoch."""
+
+    val_accuracy: float
+    val_loss: float
+    train_accuracy: float
+    train_loss: float
+    best_epoch: int  # 1-based
+    epochs_run: int
+    seconds: float
+    train_images_per_second: float
+    params: int
+    trainable_params: int
+    stopped_by_deadline: bool = False
+    device: str = "CPU"
+    bn_momentum: float | None = None
+
+
+@dataclass
+class FitResult:
+    model: Any
+    history: dict[str, list[float]]
+    metrics: FitMetrics
 
 
 def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
@@ -178,67 +162,37 @@ def augmentation_layers(strength: str, seed: int = 0):
     )
 
 
-def _callbacks_module():
+def _callbacks(settings: TrainSettings, deadline: When | None, keep_best: bool):
+    """(Keras callbacks, the ones whose state fit reads afterwards)."""
     import keras
 
-    class BestWeights(keras.callbacks.Callback):
-        """Keep the weights of the epoch with the best val_accuracy; restore them at the end."""
+    from pipeline import callbacks
 
-        def __init__(self):
-            super().__init__()
-            self.best = -math.inf
-            self.best_epoch = -1
-            self.weights = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            acc = (logs or {}).get("val_accuracy")
-            if acc is not None and acc > self.best:
-                self.best, self.best_epoch = acc, epoch
-                self.weights = self.model.get_weights()
-
-        def on_train_end(self, logs=None):
-            if self.weights is not None:
-                self.model.set_weights(self.weights)
-
-    class Deadline(keras.callbacks.Callback):
-        """Stop after the epoch that reaches ``deadline`` (time.monotonic())."""
-
-        def __init__(self, deadline):
-            super().__init__()
-            self.deadline = deadline
-            self.hit = False
-
-        def on_epoch_end(self, epoch, logs=None):
-            if time.monotonic() >= _deadline_at(self.deadline):
-                self.hit = True
-                self.model.stop_training = True
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-            self._t = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t)
-
-    class StopOnNaN(keras.callbacks.TerminateOnNaN):
-        def on_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not np.isfinite(loss):
-                raise FloatingPointError("loss became NaN/inf; lower the learning rate")
-
-    return BestWeights, Deadline, EpochTimer, StopOnNaN
-
-
-@dataclass
-class FitResult:
-    model: Any
-    history: dict[str, list[float]]
-    metrics: dict[str, Any]
+    timer = callbacks.EpochTimer()
+    cbs: list[Any] = [timer, keras.callbacks.TerminateOnNaN()]
+    best = None
+    if keep_best:
+        # never stops (patience beyond the epochs); keeps and restores the best epoch's weights
+        best = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy",
+            mode="max",
+            patience=settings.epochs + 1,
+            restore_best_weights=True,
+        )
+        cbs.append(best)
+    if settings.schedule == "cosine":
+        cbs.append(callbacks.CosineToDeadline(settings.learning_rate, settings.epochs, deadline))
+    elif settings.reduce_lr:
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy", factor=0.5, patience=3, min_lr=1e-5, verbose=0
+            )
+        )
+    stopper = None
+    if deadline is not None:
+        stopper = callbacks.Deadline(deadline)
+        cbs.append(stopper)
+    return cbs, timer, best, stopper
 
 
 def fit(
@@ -248,15 +202,18 @@ def fit(
     num_classes: int,
     *,
     callbacks: list | None = None,
-    deadline: float | Callable[[], float] | None = None,
+    deadline: When | None = None,
     verbose: int | None = None,
     keep_best: bool = True,
 ) -> FitResult:
     """Compile ``model`` with ``settings`` and train it on (x_train, y_train, x_val, y_val).
 
     ``deadline`` (``time.monotonic()`` seconds, or a function returning them, re-read after every
-    epoch) stops training after the epoch that reaches it."""
+    epoch) stops training after the epoch that reaches it. A NaN/inf loss raises
+    ``FloatingPointError``."""
     import keras
+
+    from pipeline.device import configure_runtime
 
     info = configure_runtime()
     keras.utils.set_random_seed(settings.seed)
@@ -268,26 +225,7 @@ def fit(
         metrics=["accuracy"],
         jit_compile=info.get("jit_compile", False),
     )
-    BestWeights, Deadline, EpochTimer, StopOnNaN = _callbacks_module()
-    best, timer = BestWeights(), EpochTimer()
-    cbs = [timer, StopOnNaN()] + ([best] if keep_best else [])
-    if settings.schedule == "cosine":
-        cbs.append(_cosine_to_deadline(settings.learning_rate, settings.epochs, deadline))
-    elif settings.reduce_lr:
-        cbs.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_accuracy", factor=0.5, patience=3, min_lr=1e-5, verbose=0
-            )
-        )
-    if settings.patience:
-        cbs.append(
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=settings.patience)
-        )
-    stopper = None
-    if deadline is not None:
-        stopper = Deadline(deadline)
-        cbs.append(stopper)
-    cbs.extend(callbacks or [])
+    cbs, timer, best, stopper = _callbacks(settings, deadline, keep_best)
     train_ds = make_dataset(
         x_train,
         y_train,
@@ -305,78 +243,42 @@ def fit(
         train_ds,
         validation_data=val_ds,
         epochs=settings.epochs,
-        callbacks=cbs,
+        callbacks=cbs + list(callbacks or []),
         verbose=verbose,
-        shuffle=False,
-    )  # tf.data shuffles
+        shuffle=False,  # tf.data shuffles
+    )
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    losses = history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        raise FloatingPointError("loss became NaN/inf; lower the learning rate")
     history["seconds"] = [round(s, 3) for s in timer.seconds]
-    b = best.best_epoch if best.best_epoch >= 0 else len(history.get("loss", [1])) - 1
+    epochs_run = len(losses)
+    b = best.best_epoch if best is not None and best.best_weights is not None else epochs_run - 1
+    b = max(b, 0)
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = trainable + sum(math.prod(w.shape) for w in model.non_trainable_weights)
-    epochs_run = len(history.get("loss", []))
-    metrics = {
-        "val_accuracy": history.get("val_accuracy", [float("nan")])[b],
-        "val_loss": history.get("val_loss", [float("nan")])[b],
-        "train_accuracy": history.get("accuracy", [float("nan")])[b],
-        "train_loss": history.get("loss", [float("nan")])[b],
-        "best_epoch": b + 1,
-        "epochs_run": epochs_run,
-        "seconds": round(seconds, 2),
-        "train_images_per_second": round(
-            len(x_train) * epochs_run / max(sum(timer.seconds), 1e-9), 1
-        ),
-        "params": int(total),
-        "trainable_params": int(trainable),
-        "stopped_by_deadline": bool(stopper and stopper.hit),
-        "device": info["device"],
-        "bn_momentum": bn_momentum,
-    }
+
+    def at(key: str) -> float:
+        values = history.get(key) or [float("nan")]
+        return values[min(b, len(values) - 1)]
+
+    metrics = FitMetrics(
+        val_accuracy=at("val_accuracy"),
+        val_loss=at("val_loss"),
+        train_accuracy=at("accuracy"),
+        train_loss=at("loss"),
+        best_epoch=b + 1,
+        epochs_run=epochs_run,
+        seconds=round(seconds, 2),
+        train_images_per_second=round(len(x_train) * epochs_run / max(sum(timer.seconds), 1e-9), 1),
+        params=int(total),
+        trainable_params=int(trainable),
+        stopped_by_deadline=bool(stopper and stopper.hit),
+        device=info["device"],
+        bn_momentum=bn_momentum,
+    )
     return FitResult(model, history, metrics)
-
-
-def _deadline_at(deadline: float | Callable[[], float]) -> float:
-    """A deadline given as a number or as a function that returns the current one."""
-    return deadline() if callable(deadline) else deadline
-
-
-def _cosine_to_deadline(lr0: float, epochs: int, deadline: float | Callable[[], float] | None):
-    """Cosine decay of the learning rate to 1% over the planned epochs. With a deadline the plan
-    is redone after every epoch from the measured epoch time, so the decay ends when the budget
-    does (estimates made before training were 25-40% pessimistic here)."""
-    import keras
-
-    class CosineToDeadline(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.n = max(epochs, 1)
-            self.started = 0.0
-            self.done = 0
-
-        def on_train_begin(self, logs=None):
-            self.started = time.monotonic()
-
-        def on_epoch_begin(self, epoch, logs=None):
-            t = min(epoch / self.n, 1.0)
-            self.model.optimizer.learning_rate = lr0 * (
-                0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
-            )
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["learning_rate"] = float(
-                    keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-                )
-            self.done = epoch + 1
-            if deadline is not None:
-                per = (time.monotonic() - self.started) / self.done
-                fits = self.done + int((_deadline_at(deadline) - time.monotonic()) // per)
-                self.n = max(self.done, min(epochs, fits))
-            if self.done >= self.n:
-                self.model.stop_training = True
-
-    return CosineToDeadline()
 
 
 def _all_layers(layer):

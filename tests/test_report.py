@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline import cli
-from pipeline.report import class_names
+from pipeline.report.figures import class_names
 
 pytestmark = pytest.mark.slow
 

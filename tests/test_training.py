@@ -11,7 +11,7 @@ import pytest
 from pipeline import cli
 from pipeline.data import load_competition
 from pipeline.models import build_model, get_entry
-from pipeline.runs import holdout
+from pipeline.data import holdout
 from pipeline.training import fit, make_dataset, settings_for
 
 
@@ -36,11 +36,11 @@ def test_small_model_learns_real_rows(demo_small):
         ds.num_classes,
         verbose=0,
     )
-    assert result.metrics["val_accuracy"] > 0.70
-    assert result.metrics["epochs_run"] == 2
+    assert result.metrics.val_accuracy > 0.70
+    assert result.metrics.epochs_run == 2
     assert len(result.history["val_accuracy"]) == 2
     # the best epoch's weights are the ones kept
-    assert result.metrics["val_accuracy"] == max(result.history["val_accuracy"])
+    assert result.metrics.val_accuracy == max(result.history["val_accuracy"])
 
 
 @pytest.mark.slow
@@ -121,7 +121,7 @@ def test_cosine_schedule_replans_to_the_deadline(tmp_path):
     # a deadline already close: the plan shrinks to what fits, and training stops there
     r = fit(build_model("mlp", (28, 28, 1), 3), s, (x, y, x, y), 3, verbose=0,
             deadline=time.monotonic() + 0.01)  # fmt: skip
-    assert r.metrics["epochs_run"] == 1
+    assert r.metrics.epochs_run == 1
     del keras
 
 
@@ -155,8 +155,8 @@ def test_a_deadline_function_is_reread_every_epoch():
         r = fit(build_model("mlp", (28, 28, 1), 3), s, (x, y, x, y), 3, verbose=0,
                 keep_best=False, deadline=deadline, callbacks=[Count()])  # fmt: skip
         # our callbacks run before the caller's, so the move is seen at the end of epoch 3
-        assert r.metrics["epochs_run"] == 3, schedule
-        assert r.metrics["stopped_by_deadline"]
+        assert r.metrics.epochs_run == 3, schedule
+        assert r.metrics.stopped_by_deadline
 
 
 def test_shift_probas_share_the_plain_pass():

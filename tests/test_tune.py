@@ -149,7 +149,7 @@ def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkey
 
 
 def test_budget_refuses_a_trial_it_cannot_hold(demo_small, tmp_path, capsys):
-    from pipeline.training import configure_runtime
+    from pipeline.device import configure_runtime
 
     # this machine measured as a million times slower: no epoch fits the 300 s budget
     comp = tmp_path / "art" / "fashion-mnist"
@@ -171,9 +171,9 @@ def test_budget_refuses_a_trial_it_cannot_hold(demo_small, tmp_path, capsys):
 def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
     from pipeline.data import load_competition
     from pipeline.models import build_model, get_entry
-    from pipeline.runs import holdout
+    from pipeline.data import holdout
     from pipeline.training import fit, settings_for
-    from pipeline.tune import pruning_callback
+    from pipeline.callbacks import OptunaPruning
 
     ds = load_competition(demo_small)
     data = holdout(ds, 0, limit=400)
@@ -189,7 +189,7 @@ def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
             settings,
             data,
             ds.num_classes,
-            callbacks=[pruning_callback(trial)],
+            callbacks=[OptunaPruning(trial)],
             verbose=0,
         )
     assert list(study.trials[0].intermediate_values) == [1]
@@ -202,10 +202,10 @@ def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
         settings,
         data,
         ds.num_classes,
-        callbacks=[pruning_callback(t2)],
+        callbacks=[OptunaPruning(t2)],
         verbose=0,
     )
-    assert r.metrics["epochs_run"] == 3 and len(keep.trials[0].intermediate_values) == 3
+    assert r.metrics.epochs_run == 3 and len(keep.trials[0].intermediate_values) == 3
 
 
 def _spawn(demo_small, tmp_path, *extra, env_extra=None):
@@ -304,7 +304,7 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(demo_small, tmp_pat
     # the reported holdout accuracy is the final model's on the whole 120-image holdout
     from pipeline.data import load_competition
     from pipeline.predict import load_model, predict_proba
-    from pipeline.runs import holdout
+    from pipeline.data import holdout
 
     ds = load_competition(demo_small)
     _, _, x_va, y_va = holdout(ds, 42, 600)
@@ -317,7 +317,7 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(demo_small, tmp_pat
 
 @pytest.mark.parametrize("name", ["halving", "median"])
 def test_pruners_judge_a_trial_by_its_epoch_number(name):
-    from pipeline.tune import make_pruner
+    from pipeline.tune.study import make_pruner
 
     study = optuna.create_study(direction="maximize", pruner=make_pruner(name, 8))
     for acc in (0.75, 0.8, 0.85, 0.9):  # each the best so far: never pruned
@@ -343,7 +343,7 @@ def test_workers_started_together_all_open_the_new_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     start = time.time() + 6  # after every interpreter has imported optuna
     script = (
-        "import sys, time; from pipeline.tune import create_or_load_study\n"
+        "import sys, time; from pipeline.tune.study import create_or_load_study\n"
         "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
         "s = create_or_load_study(sys.argv[1], 'race')\n"
         "t = s.ask(); s.tell(t, 0.5)\n"

@@ -54,7 +54,6 @@ def alexnet(
     study_classes=5,
     recipe=Recipe("sgd", 0.01, batch_size=64, epochs=50),
     resize_to=(48, 48),
-    heavy=True,
     defaults=dict(dense_units=4096, dropout=0.5),
 )
 def alexnet48(input_shape, num_classes, **hp):
@@ -82,7 +81,6 @@ def alexnet48(input_shape, num_classes, **hp):
     recipe=Recipe("adam", 1e-4, batch_size=128, epochs=25),
     # stride 4 then three 2x2 pools need at least 32x32: smaller images are resized inside
     resize_to=(32, 32),
-    heavy=True,
     defaults=dict(dense_units=4096, dropout=0.4),
 )
 def alexnet_bn(input_shape, num_classes, **hp):

@@ -25,7 +25,6 @@ STAGE5 = ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128))
     study_classes=10,
     recipe=Recipe("adam", 1e-4, batch_size=128, epochs=50),
     resize_to=(32, 32),
-    heavy=True,
     defaults=dict(dropout=0.4, aux_weight=0.3),
 )
 def googlenet(input_shape, num_classes, *, dropout, aux_weight):

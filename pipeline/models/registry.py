@@ -43,8 +43,6 @@ class Entry:
     recipe: Recipe
     defaults: dict[str, Any] = field(default_factory=dict)  # the exposed hyperparameters
     resize_to: tuple[int, int] | None = None  # designed for this H,W: resized inside the model
-    channels: int | None = None  # designed for this channel count: repeated inside the model
-    heavy: bool = False  # build-and-count only in tests; left out of CPU searches by cost
     description: str = ""
 
 
@@ -61,8 +59,6 @@ def register(
     recipe: Recipe,
     defaults: dict[str, Any] | None = None,
     resize_to: tuple[int, int] | None = None,
-    channels: int | None = None,
-    heavy: bool = False,
 ):
     """Register a builder under ``name`` with its study recipe and exposed hyperparameters."""
 
@@ -79,8 +75,6 @@ def register(
             recipe=recipe,
             defaults=dict(defaults or {}),
             resize_to=resize_to,
-            channels=channels,
-            heavy=heavy,
             description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
         )
         return fn

@@ -81,7 +81,6 @@ def resnet(input_shape, num_classes, **hp):
     study_classes=10,
     recipe=Recipe("adam", 1e-4, batch_size=128, epochs=50),
     resize_to=(32, 32),
-    heavy=True,
 )
 def resnet50(input_shape, num_classes):
     """ResNet50 (Keras Applications, random init) + Dense, as study 001's bottleneck ResNet"""

@@ -68,7 +68,6 @@ def vgg(
     study_classes=5,
     recipe=Recipe("sgd", 0.01, batch_size=64, epochs=50, note="Adam diverged in the study"),
     resize_to=(48, 48),
-    heavy=True,
     defaults=dict(dense_units=4096, dropout=0.5, width=1.0),
 )
 def vgg16(input_shape, num_classes, **hp):
@@ -93,7 +92,6 @@ def vgg16(input_shape, num_classes, **hp):
     study_classes=10,
     recipe=Recipe("adam", 1e-4, batch_size=128, epochs=50),
     resize_to=(32, 32),
-    heavy=True,
     defaults=dict(dense_units=4096, dropout=0.5, width=1.0),
 )
 def vgg_bn(input_shape, num_classes, **hp):
@@ -136,7 +134,6 @@ def _vgg19_weights(weights):
     study_classes=10,
     recipe=Recipe("adam", 1e-3, batch_size=32, epochs=20),
     resize_to=(32, 32),
-    channels=3,
     defaults=dict(weights="auto", trainable_base=False),
 )
 def vgg19_transfer(input_shape, num_classes, *, weights, trainable_base):

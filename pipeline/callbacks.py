@@ -1,0 +1,150 @@
+"""The pipeline's own Keras callbacks, in one style: ``keras.callbacks.Callback`` subclasses.
+
+Keras' built-ins do the rest (best weights: ``EarlyStopping(restore_best_weights=True)``; NaN
+loss: ``TerminateOnNaN``; plateaus: ``ReduceLROnPlateau``). The classes below subclass Keras, so
+they are defined on first use through this module's ``__getattr__``: importing this module does
+not import TensorFlow. Use them as ``callbacks.Deadline(...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+When = float | Callable[[], float]
+
+
+def deadline_at(deadline: When) -> float:
+    """A deadline given as ``time.monotonic()`` seconds or as a function returning them."""
+    return deadline() if callable(deadline) else deadline
+
+
+def _define() -> dict[str, type]:
+    import keras
+
+    class Deadline(keras.callbacks.Callback):
+        """Stop after the epoch that reaches ``deadline`` (re-read after every epoch)."""
+
+        def __init__(self, deadline):
+            super().__init__()
+            self.deadline = deadline
+            self.hit = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if time.monotonic() >= deadline_at(self.deadline):
+                self.hit = True
+                self.model.stop_training = True
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Seconds of each epoch (training and validation)."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+            self._t = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t)
+
+    class CosineToDeadline(keras.callbacks.Callback):
+        """Cosine decay of the learning rate to 1% over the planned epochs. With a deadline the
+        plan is redone after every epoch from the measured epoch time, so the decay ends when
+        the budget does (estimates made before training were 25-40% pessimistic here)."""
+
+        def __init__(self, lr0: float, epochs: int, deadline=None):
+            super().__init__()
+            self.lr0, self.epochs, self.deadline = lr0, max(epochs, 1), deadline
+            self.n = self.epochs
+            self.started = 0.0
+            self.done = 0
+
+        def on_train_begin(self, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            t = min(epoch / self.n, 1.0)
+            self.model.optimizer.learning_rate = self.lr0 * (
+                0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+            )
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(
+                    keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+                )
+            self.done = epoch + 1
+            if self.deadline is not None:
+                per = (time.monotonic() - self.started) / self.done
+                fits = self.done + int((deadline_at(self.deadline) - time.monotonic()) // per)
+                self.n = max(self.done, min(self.epochs, fits))
+            if self.done >= self.n:
+                self.model.stop_training = True
+
+    class OptunaPruning(keras.callbacks.Callback):
+        """Report val_accuracy to an Optuna trial after every epoch (step = the 1-based epoch
+        number, as the plots show it); raise ``TrialPruned`` when its pruner says so."""
+
+        def __init__(self, trial):
+            super().__init__()
+            self.trial = trial
+
+        def on_epoch_end(self, epoch, logs=None):
+            import optuna
+
+            acc = (logs or {}).get("val_accuracy")
+            if acc is None:
+                return
+            self.trial.report(float(acc), epoch + 1)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (val_accuracy {acc:.4f})")
+
+    class EpochLog(keras.callbacks.Callback):
+        """One progress line per epoch through ``log`` (the tune command's printer)."""
+
+        def __init__(self, log: Callable[[str], None], prefix: str = ""):
+            super().__init__()
+            self.log, self.prefix = log, prefix
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            acc, loss = logs.get("val_accuracy", float("nan")), logs.get("loss", float("nan"))
+            self.log(f"{self.prefix}epoch {epoch + 1} val_accuracy {acc:.4f} loss {loss:.4f}")
+
+    class HoldoutTimer(keras.callbacks.Callback):
+        """Appends the seconds per image of each epoch's validation pass to ``per_image``."""
+
+        def __init__(self, images: int, per_image: list[float]):
+            super().__init__()
+            self.images, self.per_image = max(images, 1), per_image
+            self.t0 = 0.0
+
+        def on_test_begin(self, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_test_end(self, logs=None):
+            self.per_image.append((time.monotonic() - self.t0) / self.images)
+
+    return {
+        c.__name__: c
+        for c in (Deadline, EpochTimer, CosineToDeadline, OptunaPruning, EpochLog, HoldoutTimer)
+    }
+
+
+_CLASSES: dict[str, type] | None = None
+
+
+def __getattr__(name: str) -> Any:
+    global _CLASSES
+    if name.startswith("__"):
+        raise AttributeError(name)
+    if _CLASSES is None:
+        _CLASSES = _define()
+    try:
+        return _CLASSES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -1,0 +1,39 @@
+"""``predict``: the test set again from a saved run or model file, written as a submission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.options import PredictOptions
+
+
+def run(opts: PredictOptions) -> int:
+    from pipeline import artifacts
+    from pipeline.data import load
+    from pipeline.errors import PipelineError
+    from pipeline.predict import load_model, predict_proba
+    from pipeline.records import RunRecord, load_json
+    from pipeline.submission import write_predictions
+
+    ds = load(opts)
+    meta: dict[str, Any] = {}
+    if opts.run:
+        run_dir = artifacts.find_run(opts.artifacts, ds.competition, opts.run)
+        model_path = run_dir / "model.keras"
+        record = load_json(RunRecord, run_dir / "metrics.json")
+        name = record.model or opts.run
+        meta = {"run_id": opts.run, "holdout_accuracy": record.metrics.val_accuracy}
+    else:
+        model_path = Path(opts.model_path)
+        name = model_path.parent.name or model_path.stem
+    model = load_model(model_path)
+    out_classes = model.output_shape[-1]
+    if out_classes != ds.num_classes:
+        raise PipelineError(
+            f"{model_path}: the model predicts {out_classes} classes, {ds.competition} has "
+            f"{ds.num_classes}; use a model trained on this competition"
+        )
+    probs = predict_proba(model, ds.x_test, tta=opts.tta)
+    print(write_predictions(ds, probs, name, meta, opts.submissions, opts.submission))
+    return 0

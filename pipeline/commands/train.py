@@ -1,0 +1,88 @@
+"""``train``: one experiment of the study, end to end: fit one zoo entry on the 80% split, save
+the run (``runs/<run-id>/``: model.keras, history.csv, metrics.json, config.json,
+test_proba.npy), predict the test set and write the submission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import Dataset
+from pipeline.options import TrainOptions
+from pipeline.records import RunRecord
+
+
+def train_run(opts: TrainOptions, ds: Dataset) -> tuple[Path, RunRecord]:
+    """Fit one registry entry on the 80% split; save the run; return (run dir, record)."""
+    import keras
+
+    from pipeline import artifacts
+    from pipeline.data import holdout
+    from pipeline.device import configure_runtime
+    from pipeline.fsutil import atomic_write_json
+    from pipeline.models import build_model, get_entry
+    from pipeline.records import save_json
+    from pipeline.training import fit, settings_for
+
+    name = opts.model
+    entry = get_entry(name)
+    settings = settings_for(
+        entry,
+        seed=opts.seed,
+        epochs=opts.epochs,
+        batch_size=opts.batch_size,
+        optimizer=opts.optimizer,
+        learning_rate=opts.lr,
+        augment=opts.augment,
+        label_smoothing=opts.label_smoothing,
+    )
+    runtime = configure_runtime()
+    data = holdout(ds, opts.seed, opts.limit)
+    h, w, c = ds.image_shape
+    print(
+        f"train: {name} on {ds.competition} ({len(data[0])} train / {len(data[2])} holdout "
+        f"images, {h}x{w}x{c}, {ds.num_classes} classes) {settings.optimizer}"
+        f"(lr {settings.learning_rate:g}) batch {settings.batch_size}, {settings.epochs} epochs, "
+        f"augment {settings.augment}, {runtime['device']}",
+        flush=True,
+    )
+    keras.utils.set_random_seed(opts.seed)
+    result = fit(build_model(name, ds.image_shape, ds.num_classes), settings, data, ds.num_classes)
+    run_dir = artifacts.runs_dir(opts.artifacts, ds.competition) / artifacts.new_run_id(name)
+    artifacts.save_model(result.model, run_dir / "model.keras")
+    artifacts.save_history(run_dir / "history.csv", result.history)
+    record = RunRecord(model=name, run_id=run_dir.name, metrics=result.metrics)
+    save_json(run_dir / "metrics.json", record)
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            **opts.to_dict(),
+            "settings": settings.to_dict(),
+            "layout": ds.layout.to_json(),
+            "runtime": runtime,
+        },
+    )
+    m = result.metrics
+    print(
+        f"train: {name} holdout accuracy {m.val_accuracy:.4f} (loss {m.val_loss:.4f}), "
+        f"train accuracy {m.train_accuracy:.4f} (loss {m.train_loss:.4f}), best epoch "
+        f"{m.best_epoch}/{m.epochs_run}, {m.seconds:.0f} s, "
+        f"{m.train_images_per_second:.0f} images/s, run {run_dir.name}",
+        flush=True,
+    )
+    return run_dir, record
+
+
+def run(opts: TrainOptions) -> int:
+    from pipeline.data import load
+    from pipeline.predict import load_model, predict_proba
+    from pipeline.submission import write_predictions
+
+    ds = load(opts)
+    run_dir, record = train_run(opts, ds)
+    probs = predict_proba(load_model(run_dir / "model.keras"), ds.x_test)
+    np.save(run_dir / "test_proba.npy", probs)
+    meta = {"run_id": run_dir.name, "holdout_accuracy": record.metrics.val_accuracy}
+    print(write_predictions(ds, probs, record.model, meta, opts.submissions, opts.submission))
+    return 0

@@ -1,0 +1,69 @@
+"""The stratified 80/20 holdout split (fixed by the seed), and stratified slices of it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_val, y_val
+
+
+def holdout_split(y: np.ndarray, seed: int, val_fraction: float = 0.2):
+    """Stratified train/holdout index arrays, reproducible for a given seed."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train_idx, val_idx = train_test_split(
+        idx, test_size=val_fraction, random_state=seed, stratify=y
+    )
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def holdout(ds, seed: int, limit: int | None = None) -> Split:
+    """(x_train, y_train, x_val, y_val): the stratified 80/20 split, optionally on a slice."""
+    y = ds.y_train
+    counts = np.bincount(y, minlength=ds.num_classes)
+    if counts.min() < 2:
+        label = ds.classes[int(counts.argmin())]
+        label = label.item() if isinstance(label, np.generic) else label
+        raise PipelineError(
+            f"label {label!r} has {counts.min()} labelled row(s); the stratified 80/20 holdout "
+            "needs at least 2 per class: add rows of it or drop it from the train file"
+        )
+    idx = np.arange(len(y))
+    if limit and limit < len(y):
+        from sklearn.model_selection import train_test_split
+
+        try:
+            idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=y)
+        except ValueError as exc:
+            raise PipelineError(
+                f"--limit {limit}: too few rows for a stratified slice of {ds.num_classes} "
+                f"classes ({exc}); raise --limit"
+            ) from None
+        idx = np.sort(idx)
+    if np.bincount(y[idx], minlength=ds.num_classes).min() < 2:
+        raise PipelineError(f"--limit {limit}: some class gets fewer than 2 rows; raise --limit")
+    tr, va = holdout_split(y[idx], seed)
+    tr, va = idx[tr], idx[va]
+    return ds.x_train[tr], y[tr], ds.x_train[va], y[va]
+
+
+def stratified_slice(split: Split, rows: int | None, seed: int) -> Split:
+    """A stratified slice of (x_train, y_train, x_val, y_val): ``rows`` training images and a
+    quarter as many holdout images; the split itself when ``rows`` covers it."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, y_tr, x_va, y_va = split
+    if not rows or rows >= len(y_tr):
+        return split
+
+    def take(x, y, n):
+        if n >= len(y):
+            return x, y
+        idx, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
+        idx = np.sort(idx)
+        return x[idx], y[idx]
+
+    return (*take(x_tr, y_tr, rows), *take(x_va, y_va, max(rows // 4, 1)))

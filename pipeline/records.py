@@ -1,0 +1,175 @@
+"""Typed results, and the one pair of functions that write and read them (JSON and Optuna).
+
+A ``train`` run leaves a :class:`RunRecord` (``metrics.json``); a tune trial a
+:class:`TrialRecord` (its Optuna user attributes); the tune command's final fit a
+:class:`FinalFitRecord`, inside the :class:`TuneResult` (``tune/best.json``). The keys are the
+field names, written in one place: :func:`to_dict` / :func:`from_dict`, and for Optuna
+:func:`write_trial` / :func:`read_trial`. A field marked ``FLAT`` is merged into its parent
+(``metrics.json`` is one flat object), so older files and studies read back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.fsutil import atomic_write_text
+from pipeline.training import FitMetrics, TrainSettings
+
+T = TypeVar("T")
+FLAT = {"flat": True}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One ``train`` run (``runs/<run-id>/metrics.json``)."""
+
+    model: str
+    run_id: str
+    metrics: FitMetrics = field(metadata=FLAT)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a tune trial saved: written in steps (before training: the configuration; after:
+    the metrics and model; on failure: the reason), so every field may be missing."""
+
+    model: str | None = None
+    hp: dict[str, Any] = field(default_factory=dict)
+    settings: TrainSettings | None = None
+    metrics: FitMetrics | None = field(default=None, metadata=FLAT)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    model_path: str | None = None
+    reason: str | None = None
+    refused: bool = False  # the budget could not hold one epoch: never started
+    epochs_clipped_to: int | None = None
+
+
+@dataclass(frozen=True)
+class FinalFitRecord:
+    """The best configuration trained again on the whole training split, scored on the
+    whole holdout."""
+
+    trial: int
+    model: str
+    epochs_run: int
+    best_epoch: int
+    seconds: float
+    train_rows: int
+    holdout_rows: int
+    holdout_accuracy_plain: float
+    holdout_accuracy_tta: float
+    holdout_accuracy: float
+    tta: bool
+    model_path: str
+    settings: TrainSettings
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What the tune command submitted and why (``tune/best.json``)."""
+
+    study: str
+    trial: int
+    ensemble: list[int]
+    model: str | None
+    params: dict[str, Any]
+    hp: dict[str, Any]
+    settings: TrainSettings | None
+    holdout_accuracy: float
+    best_trial_holdout_accuracy: float
+    ensemble_holdout_accuracy: dict[str, float]
+    tta: bool
+    final_fit: FinalFitRecord | None
+    model_path: str | None
+    model_paths: list[str]
+    options: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# The one pair of functions per medium
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    """A record as plain JSON values; ``FLAT`` fields merged into the parent."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if f.metadata.get("flat"):
+            if value is not None:
+                out.update(to_dict(value))
+        else:
+            out[f.name] = _plain(value)
+    return out
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """The record of type ``cls`` from :func:`to_dict`'s output; unknown keys are ignored,
+    missing ones take the field's default."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        inner = _record_type(hints[f.name])
+        if f.metadata.get("flat"):
+            names = {g.name for g in dataclasses.fields(inner)}
+            needed = {g.name for g in dataclasses.fields(inner) if _required(g)}
+            if needed <= set(data):
+                kwargs[f.name] = from_dict(inner, {k: v for k, v in data.items() if k in names})
+        elif f.name in data:
+            value = data[f.name]
+            if inner is not None and isinstance(value, dict):
+                value = from_dict(inner, value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def save_json(path: Path, record: Any) -> None:
+    """Write a record as JSON, atomically."""
+    text = json.dumps(to_dict(record), indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write_text(path, text)
+
+
+def load_json(cls: type[T], path: Path) -> T:
+    return from_dict(cls, json.loads(Path(path).read_text()))
+
+
+def write_trial(trial, record: TrialRecord) -> None:
+    """Store the record's known fields as the trial's Optuna user attributes."""
+    for key, value in to_dict(record).items():
+        if value not in (None, {}, False):
+            trial.set_user_attr(key, value)
+
+
+def read_trial(trial) -> TrialRecord:
+    """The record of a trial (a ``FrozenTrial`` or a running ``Trial``)."""
+    return from_dict(TrialRecord, dict(trial.user_attrs))
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _record_type(hint: Any) -> type | None:
+    """The dataclass in a field's type (``X`` or ``X | None``), else None."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for a in args:
+        if dataclasses.is_dataclass(a):
+            return a
+    return None
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

@@ -1,0 +1,172 @@
+"""Time: the budget's clock, the cost model (seconds per epoch of any entry), and the plan.
+
+The plan (:class:`TunePlan`) holds every decision taken from the options, the data and the
+machine before the first trial: how many rows and epochs a trial gets (multi-fidelity on CPU),
+whether a final fit follows and how much of the budget it keeps. It is computed once and never
+written back into the options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.fsutil import atomic_write_json
+from pipeline.options import TuneOptions
+
+FINAL_RESERVE = 60.0  # seconds kept for predicting and writing, beyond any refit
+EXIT_MARGIN = 30.0  # seconds of the budget left for process start-up and exit
+# Multi-fidelity on CPU: trials train on a stratified slice of the training split (and are scored
+# on a slice of the holdout), then the final stage trains the best configuration on the whole
+# split for the time it has left. One full-data epoch of cnn7 takes ~150 s on 2 cores, so
+# full-data trials would buy about one trial per hour.
+SEARCH_ROWS_CPU = 12_000
+SEARCH_EPOCHS_CPU = 8
+FULL_EPOCHS = 15  # epochs per trial at most when trials see all rows
+# of the budget, for the final fit (when on). In the first 3600 s default run on 2 CPU cores the
+# search (45%) found nothing better than its warm start, while the final fit's accuracy was still
+# rising at its last epoch: epochs of the final fit buy more than trials on a slice.
+FINAL_SHARE = 0.65
+KEEP_MODELS = 3  # trial models kept on disk (the top K by holdout accuracy)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The command's deadline and the search's, as ``time.monotonic()`` seconds."""
+
+    started: float
+    deadline: float
+    search_deadline: float
+
+    @classmethod
+    def start(cls, timeout: float, started: float | None = None) -> Budget:
+        started = time.monotonic() if started is None else started
+        # the budget bounds the whole command: keep a little for starting Python and shutting
+        # down TensorFlow, which happen outside the command (16 s in the 3600 s benchmark)
+        deadline = started + timeout - min(EXIT_MARGIN, 0.01 * timeout)
+        return cls(started, deadline, deadline)
+
+    def with_reserve(self, seconds: float) -> Budget:
+        """The same budget with ``seconds`` kept back from the search for the final stage."""
+        return Budget(self.started, self.deadline, self.deadline - seconds)
+
+    def search_left(self) -> float:
+        return self.search_deadline - time.monotonic()
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class TunePlan:
+    """What this run does, decided from the options, the data's size and the device."""
+
+    device: str
+    timeout: float
+    search_rows: int | None  # training images per trial; None: the whole split
+    final_fit: bool  # train the best configuration on the whole split at the end
+    max_epochs: int  # per trial
+    reserve: float  # seconds of the budget kept for the final stage
+    keep: int  # trial models kept on disk
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
+    """Resolve ``auto`` settings: on a CPU trials train on a slice and a final fit follows; on a
+    GPU trials see every row and the top trials' own models are the final ensemble."""
+    n_train = int(0.8 * (min(opts.limit, n_labelled) if opts.limit else n_labelled))
+    rows = opts.search_rows
+    if rows == "auto":
+        rows = SEARCH_ROWS_CPU if device == "CPU" and n_train > 1.25 * SEARCH_ROWS_CPU else 0
+    rows = int(rows)
+    if rows >= n_train:
+        rows = 0
+    final = opts.final_fit == "on" or (opts.final_fit == "auto" and rows > 0)
+    max_epochs = opts.max_epochs or (SEARCH_EPOCHS_CPU if rows else FULL_EPOCHS)
+    # predicting and writing take seconds on small data: a short budget keeps most for trials
+    reserve = min(FINAL_RESERVE, 0.2 * opts.timeout)
+    if final and not opts.search_only:
+        reserve = max(FINAL_RESERVE, FINAL_SHARE * opts.timeout)
+    keep = KEEP_MODELS if opts.ensemble == "auto" else max(KEEP_MODELS, int(opts.ensemble))
+    return TunePlan(
+        device=device,
+        timeout=opts.timeout,
+        search_rows=rows or None,
+        final_fit=final,
+        max_epochs=max_epochs,
+        reserve=reserve,
+        keep=keep,
+    )
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per training image per multiply-accumulate on this machine, and each entry's
+    MACs: the time of an epoch of any entry before it runs."""
+
+    seconds_per_image_per_mac: float
+    macs: dict[str, int]
+
+    def epoch_seconds(self, name: str, n_train: int, n_val: int) -> float:
+        # training ~ 3 forward passes per image; validation one forward pass over the holdout
+        per = self.seconds_per_image_per_mac * self.macs[name]
+        return per * (n_train + n_val / 3.0) * 1.1
+
+
+def measure_cost(ds, cache: Path) -> float:
+    """Seconds per training image per MAC, measured on this machine with cnn1 (cached)."""
+    from pipeline.device import configure_runtime
+    from pipeline.models import build_model, count_macs
+    from pipeline.training import make_dataset, make_optimizer
+
+    info = configure_runtime()
+    key = f"{info['device']}-{os.cpu_count()}-{'x'.join(map(str, ds.image_shape))}"
+    if cache.exists():
+        known = json.loads(cache.read_text())
+        if known.get("key") == key:
+            return float(known["seconds_per_image_per_mac"])
+    import keras
+
+    keras.backend.clear_session()
+    model = build_model("cnn1", ds.image_shape, ds.num_classes)
+    model.compile(optimizer=make_optimizer("adam", 1e-3), loss="categorical_crossentropy")
+    n = min(len(ds.x_train), 256 * 8)
+    data = make_dataset(ds.x_train[:n], ds.y_train[:n], ds.num_classes, 256)
+    model.fit(data.take(2), epochs=1, verbose=0, shuffle=False)  # trace and warm up
+    t0 = time.perf_counter()
+    model.fit(data, epochs=1, verbose=0, shuffle=False)
+    per_image = (time.perf_counter() - t0) / n
+    macs = count_macs(model)
+    result = {
+        "key": key,
+        "seconds_per_image": per_image,
+        "macs": macs,
+        "seconds_per_image_per_mac": per_image / macs,
+    }
+    atomic_write_json(cache, result)
+    keras.backend.clear_session()
+    return per_image / macs
+
+
+def entry_macs(name: str, ds) -> int:
+    """Multiply-accumulates of one forward pass of entry ``name`` on one of the data's images."""
+    import keras
+
+    from pipeline.models import build_model, count_macs
+
+    keras.backend.clear_session()
+    macs = count_macs(build_model(name, ds.image_shape, ds.num_classes))
+    keras.backend.clear_session()
+    return macs
+
+
+def cost_model(ds, models: list[str], cache: Path) -> CostModel:
+    return CostModel(measure_cost(ds, cache), {m: entry_macs(m, ds) for m in models})

@@ -1,0 +1,93 @@
+"""The ``tune`` command: wire the budget, the plan, the study, the search and the final stage,
+and print the run's opening line and the submission's path (the last line)."""
+
+from __future__ import annotations
+
+import time
+
+from pipeline import artifacts
+from pipeline.errors import PipelineError
+from pipeline.options import TuneOptions
+from pipeline.tune import log
+from pipeline.tune.budget import Budget, CostModel, TunePlan
+
+
+def choose_models(
+    opts: TuneOptions, plan: TunePlan, cost: CostModel, n_train: int, n_val: int, models
+) -> list[str]:
+    """The searched entries: ``--models`` as given, else the default space less the entries
+    that cannot finish an epoch in a quarter of the search's share on a CPU."""
+    if opts.models or plan.device != "CPU":
+        return list(models)
+    share = (plan.timeout - plan.reserve) / 4
+    slow = [m for m in models if cost.epoch_seconds(m, n_train, n_val) > share]
+    if slow:
+        log(
+            f"CPU only: leaving out {', '.join(slow)} (one epoch would take more than "
+            f"a quarter of the {plan.timeout:.0f} s budget; --models to force)"
+        )
+    return [m for m in models if m not in slow]
+
+
+def run(opts: TuneOptions) -> int:
+    from pipeline.data import holdout, load, stratified_slice
+    from pipeline.device import configure_runtime
+    from pipeline.models import get_entry
+    from pipeline.search_space import DEFAULT_MODELS
+    from pipeline.tune.budget import cost_model, make_plan
+    from pipeline.tune.final import final_stage
+    from pipeline.tune.objective import Objective
+    from pipeline.tune.search import print_top, run_search, trials_frame
+    from pipeline.tune.study import create_or_load_study, make_pruner, make_sampler, storage_url
+
+    budget = Budget.start(opts.timeout)
+    device = configure_runtime()["device"]
+    ds = load(opts)
+    plan = make_plan(opts, len(ds.y_train), device)
+    budget = budget.with_reserve(plan.reserve)
+    comp_dir = artifacts.competition_dir(opts.artifacts, ds.competition)
+    tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
+    url = storage_url(opts.storage, comp_dir)
+    name = opts.study or ds.competition
+    study = create_or_load_study(
+        url, name, make_sampler(opts.seed), make_pruner(opts.pruner, plan.max_epochs)
+    )
+    opts.save(tune_dir / "config.json")
+    if opts.final_only:
+        print(final_stage(opts, plan, ds, study, budget))
+        return 0
+
+    for m in opts.models:
+        get_entry(m)  # unknown names: one clear line
+    split = holdout(ds, opts.seed, opts.limit)
+    data = stratified_slice(split, plan.search_rows, opts.seed)
+    candidates = list(opts.models or DEFAULT_MODELS)
+    cost = cost_model(ds, candidates, comp_dir / "cost.json")
+    models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates)
+    if not models:
+        raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
+    objective = Objective(ds, data, models, plan.max_epochs, budget, cost,
+                          tune_dir / "models", opts.seed)  # fmt: skip
+    n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
+    log(
+        f"study {name!r} in {url} ({n_done} completed trials), {len(models)} architectures, "
+        f"{device}, budget {opts.timeout:.0f} s, up to {plan.max_epochs} epochs per trial, "
+        f"pruner {opts.pruner}, {len(data[0])} train / {len(data[2])} holdout images per trial"
+        + (
+            f"; then {plan.reserve:.0f} s to train the best on all {len(split[0])}"
+            if plan.final_fit
+            else ""
+        )
+    )
+    run_search(study, objective, opts.trials, opts.max_failures, plan.keep)
+    if opts.search_only:
+        frame = trials_frame(study)
+        from pipeline.fsutil import atomic_write_text
+
+        atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
+        print_top(frame)
+        return 0
+    path = final_stage(opts, plan, ds, study, budget)
+    log(f"done in {time.monotonic() - budget.started:.0f} s")
+    print(path)
+    return 0

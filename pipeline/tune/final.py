@@ -1,0 +1,131 @@
+"""The final stage: from the study's best trial(s) to the submission.
+
+Chooses the ensemble of the top trials from their kept holdout probabilities (``--ensemble``),
+then predicts the test set with the final fit (on a CPU, where trials saw a slice), the refit
+(``--refit``) or the trials' own models, and writes ``best.json``, ``trials.csv``,
+``test_proba.npy`` and the submission.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import artifacts
+from pipeline.data import Dataset, holdout, stratified_slice
+from pipeline.errors import PipelineError
+from pipeline.fsutil import atomic_write_text
+from pipeline.options import TuneOptions
+from pipeline.records import TuneResult, read_trial, save_json
+from pipeline.tune import log
+from pipeline.tune.budget import Budget, TunePlan
+from pipeline.tune.objective import holdout_probs_path
+from pipeline.tune.search import completed, print_top, trials_frame
+
+ENSEMBLE_AUTO_MAX = 3
+
+
+def choose_ensemble(trials: list, requested: int | str, y_val: np.ndarray):
+    """(chosen trials, {k: holdout accuracy of the top-k average}) from the probabilities each
+    trial kept; ``auto`` takes the best k <= 3, the smallest on ties."""
+    candidates = trials[: (ENSEMBLE_AUTO_MAX if requested == "auto" else int(requested))]
+    probs = []
+    for t in candidates:
+        f = holdout_probs_path(read_trial(t).model_path)
+        probs.append(np.load(f) if f.exists() else None)
+    scores: dict[int, float] = {}
+    for k in range(1, len(candidates) + 1):
+        if any(p is None or len(p) != len(y_val) for p in probs[:k]):
+            break
+        mean = np.mean(probs[:k], axis=0)
+        scores[k] = float((mean.argmax(1) == y_val).mean())
+    if requested == "auto":
+        k = max(scores, key=lambda i: (scores[i], -i)) if scores else 1
+    else:
+        k = len(candidates)
+    return candidates[:k], scores
+
+
+def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: Budget) -> Path:
+    """Best trial(s) -> test probabilities -> submission, best.json, trials.csv."""
+    from pipeline.predict import load_model, predict_proba
+    from pipeline.submission import write_predictions
+    from pipeline.tune.refit import final_fit, refit_best
+
+    tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    frame = trials_frame(study)
+    atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
+    done = [
+        t
+        for t in completed(study)
+        if read_trial(t).model_path and Path(read_trial(t).model_path).exists()
+    ]
+    if not done:
+        raise PipelineError(
+            f"study {study.study_name!r} has no completed trial with a saved model; run "
+            "./run.sh tune with a larger --timeout"
+        )
+    split = holdout(ds, opts.seed, opts.limit)
+    # the trials' holdout probabilities are over the (sliced) holdout they were scored on
+    y_val = stratified_slice(split, plan.search_rows, opts.seed)[3]
+    chosen, trial_scores = choose_ensemble(done, opts.ensemble, y_val)
+    k = len(chosen)
+    log(
+        "final: holdout accuracy of the top-k ensembles: "
+        + ", ".join(f"k={i}: {s:.4f}" for i, s in trial_scores.items())
+        + f"; using k={k}"
+    )
+    scores = dict(trial_scores)
+    best = read_trial(chosen[0])
+    tta = opts.tta
+    probs = []
+    fitted = None
+    if plan.final_fit and not opts.refit:
+        out = final_fit(ds, split, chosen[0].number, best, budget, opts.final_max_epochs,
+                        opts.tta, opts.seed, tune_dir)  # fmt: skip
+        if out is not None:
+            model, fitted = out
+            tta = fitted.tta
+            probs.append(predict_proba(model, ds.x_test, tta=tta))
+            chosen, k = chosen[:1], 1
+            scores = {1: fitted.holdout_accuracy}
+    if not probs and opts.refit:
+        model = refit_best(ds, chosen[0].number, best, budget)
+        if model is not None:
+            probs.append(predict_proba(model, ds.x_test, tta=tta))
+            chosen = chosen[:1]
+    if not probs:
+        for t in chosen:
+            probs.append(predict_proba(load_model(Path(read_trial(t).model_path)), ds.x_test,
+                                       tta=tta))  # fmt: skip
+    test_probs = np.mean(probs, axis=0)
+    holdout_acc = scores.get(k, chosen[0].value)
+    names = "+".join(read_trial(t).model or "?" for t in chosen)
+    label = f"tune-{names}" if k > 1 else f"tune-{names}-t{chosen[0].number}"
+    if fitted:
+        label += "-full"
+    np.save(tune_dir / "test_proba.npy", test_probs)
+    result = TuneResult(
+        study=study.study_name,
+        trial=chosen[0].number,
+        ensemble=[t.number for t in chosen],
+        model=best.model,
+        params=dict(chosen[0].params),
+        hp=best.hp,
+        settings=best.settings,
+        holdout_accuracy=holdout_acc,
+        best_trial_holdout_accuracy=chosen[0].value,
+        ensemble_holdout_accuracy={str(i): s for i, s in trial_scores.items()},
+        tta=tta,
+        final_fit=fitted,
+        model_path=fitted.model_path if fitted else best.model_path,
+        model_paths=[read_trial(t).model_path for t in chosen],
+        options=opts.to_dict(),
+    )
+    save_json(tune_dir / "best.json", result)
+    opts.save(tune_dir / "config.json")
+    print_top(frame)
+    meta = {"holdout_accuracy": holdout_acc, "trials": result.ensemble, "study": study.study_name}
+    return write_predictions(ds, test_probs, label, meta, opts.submissions, opts.submission)

@@ -1,0 +1,133 @@
+"""One trial: sample a configuration, fit it on the trial data within the budget, record it.
+
+A trial the budget cannot hold for one epoch is not started (pruned, ``refused``); one that
+cannot hold all its epochs is shortened. A NaN loss prunes it; any other exception fails it with
+its reason. The trial's model and its holdout probabilities are saved for the final stage.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import Dataset
+from pipeline.data.split import Split
+from pipeline.records import TrialRecord, read_trial, write_trial
+from pipeline.tune.budget import Budget, CostModel
+
+
+class Objective:
+    """Callable for ``study.optimize``; holds what every trial of this process shares."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        data: Split,
+        models: list[str],
+        max_epochs: int,
+        budget: Budget,
+        cost: CostModel,
+        models_dir: Path,
+        seed: int,
+    ):
+        self.ds, self.data, self.models = ds, data, list(models)
+        self.max_epochs, self.budget, self.cost = max_epochs, budget, cost
+        self.models_dir, self.seed = Path(models_dir), seed
+        self.failures = 0  # in a row
+
+    def epoch_seconds(self, name: str) -> float:
+        return self.cost.epoch_seconds(name, len(self.data[1]), len(self.data[3]))
+
+    def cheapest_epoch(self) -> float:
+        return min(self.epoch_seconds(m) for m in self.models)
+
+    def __call__(self, trial) -> float:
+        import keras
+        import optuna
+
+        from pipeline import callbacks
+        from pipeline.models import build_model, get_entry
+        from pipeline.search_space import suggest
+        from pipeline.training import TrainSettings, fit
+
+        keras.backend.clear_session()
+        gc.collect()
+        entries = {m: get_entry(m) for m in self.models}
+        spec = suggest(trial, self.models, entries, self.max_epochs)
+        name = spec["model"]
+        per_epoch = self.epoch_seconds(name)
+        epochs = spec["epochs"]
+        fits = int(self.budget.search_left() // per_epoch)
+        if fits < 1:
+            reason = (
+                f"needs ~{per_epoch:.0f} s/epoch, {max(self.budget.search_left(), 0):.0f} s left"
+            )
+            write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
+            raise optuna.TrialPruned(reason)
+        clipped = fits if fits < epochs else None
+        settings = TrainSettings(
+            optimizer=spec["optimizer"],
+            learning_rate=spec["learning_rate"],
+            momentum=spec["momentum"],
+            batch_size=spec["batch_size"],
+            epochs=clipped or epochs,
+            reduce_lr=spec["reduce_lr"],
+            augment=spec["augment"],
+            label_smoothing=spec["label_smoothing"],
+            seed=self.seed + trial.number,
+        )
+        record = TrialRecord(model=name, hp=spec["hp"], settings=settings,
+                             epochs_clipped_to=clipped)  # fmt: skip
+        write_trial(trial, record)
+        try:
+            model = build_model(name, self.ds.image_shape, self.ds.num_classes, **spec["hp"])
+            result = fit(
+                model,
+                settings,
+                self.data,
+                self.ds.num_classes,
+                callbacks=[callbacks.OptunaPruning(trial)],
+                deadline=self.budget.search_deadline - 5,
+                verbose=0,
+            )
+        except optuna.TrialPruned as exc:
+            write_trial(trial, TrialRecord(reason=str(exc)))
+            raise
+        except FloatingPointError as exc:
+            write_trial(trial, TrialRecord(reason=str(exc)))
+            raise optuna.TrialPruned(str(exc)) from None
+        except Exception as exc:
+            write_trial(trial, TrialRecord(reason=f"{type(exc).__name__}: {str(exc)[:300]}"))
+            self.failures += 1
+            raise
+        self.failures = 0
+        path = self.keep(trial.number, result.model)
+        write_trial(
+            trial,
+            TrialRecord(metrics=result.metrics, history=result.history, model_path=str(path)),
+        )
+        return float(result.metrics.val_accuracy)
+
+    def keep(self, number: int, model) -> Path:
+        """Save a trial's model and its holdout probabilities (the final stage scores
+        ensembles from them without predicting again)."""
+        from pipeline.artifacts import save_model
+        from pipeline.predict import predict_proba
+
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        path = self.models_dir / f"trial-{number}.keras"
+        save_model(model, path)
+        np.save(self.models_dir / f"trial-{number}.holdout.npy", predict_proba(model, self.data[2]))
+        return path
+
+
+def holdout_probs_path(model_path: str | Path) -> Path:
+    """Where a kept trial model's holdout probabilities are (beside the model)."""
+    p = Path(model_path)
+    return p.with_name(p.name.removesuffix(".keras") + ".holdout.npy")
+
+
+def trial_model_path(trial) -> str | None:
+    return read_trial(trial).model_path

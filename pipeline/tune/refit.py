@@ -1,0 +1,136 @@
+"""Training the chosen configuration again: the final fit (the whole training split, scored on
+the whole holdout, for as many epochs as the budget leaves) or ``--refit`` (all labelled rows,
+for the trial's best epoch count)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import Dataset
+from pipeline.data.split import Split
+from pipeline.records import FinalFitRecord, TrialRecord
+from pipeline.tune import log
+from pipeline.tune.budget import Budget
+
+
+def final_fit(
+    ds: Dataset,
+    split: Split,
+    trial_number: int,
+    trial: TrialRecord,
+    budget: Budget,
+    max_epochs: int,
+    tta_forced: bool,
+    seed: int,
+    tune_dir: Path,
+):
+    """(model, record), or None when fewer than two epochs fit in what is left of the budget.
+
+    The cosine schedule is re-planned each epoch from measured epoch times, and the time kept
+    for predicting afterwards (holdout and test under every test-time shift) is re-measured
+    from each epoch's holdout pass (an estimate made from the trial's training speed overran a
+    3600 s budget by 6 s)."""
+    import keras
+
+    from pipeline import artifacts, callbacks
+    from pipeline.models import build_model
+    from pipeline.predict import TTA_SHIFTS, shift_probas
+    from pipeline.training import fit
+
+    x_tr, y_tr, x_va, y_va = split
+    ips = float(trial.metrics.train_images_per_second if trial.metrics else 0)
+    if ips <= 0 or trial.settings is None:
+        return None
+    # an epoch: training, plus one forward pass over the holdout (~3x cheaper per image)
+    epoch_s = (len(y_tr) + len(y_va) / 3) / ips * 1.1
+    after = len(TTA_SHIFTS) * (len(y_va) + len(ds.x_test))
+    per_image = [1 / (3 * ips)]
+
+    def predict_s() -> float:
+        return after * per_image[-1] * 1.25 + 15
+
+    left = budget.left() - predict_s()
+    epochs = min(int(left // epoch_s), max_epochs)
+    if epochs < 2:
+        log(f"final: no time to train on the whole split (~{epoch_s:.0f} s/epoch, {left:.0f} s)")
+        return None
+    # the cosine schedule re-plans from measured epoch times up to ``max_epochs`` epochs
+    settings = trial.settings.replace(epochs=max_epochs, schedule="cosine", seed=seed)
+    log(
+        f"final: training trial {trial_number}'s configuration ({trial.model}) on all "
+        f"{len(y_tr)} training images for ~{epochs} epochs (~{epochs * epoch_s:.0f} s; re-planned "
+        f"each epoch from its measured time, at most {max_epochs}), "
+        f"scored on {len(y_va)} holdout images"
+    )
+    keras.backend.clear_session()
+    model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
+    result = fit(
+        model,
+        settings,
+        split,
+        ds.num_classes,
+        deadline=lambda: budget.deadline - predict_s(),
+        verbose=0,
+        callbacks=[
+            callbacks.EpochLog(log, "final: "),
+            callbacks.HoldoutTimer(len(y_va), per_image),
+        ],
+    )
+    path = tune_dir / "models" / "final.keras"
+    artifacts.save_model(result.model, path)
+    artifacts.save_history(tune_dir / "final_history.csv", result.history)
+    passes = shift_probas(result.model, x_va)
+    plain, shifted = passes[0].astype(np.float32), np.mean(passes, axis=0).astype(np.float32)
+    acc_plain = float((plain.argmax(1) == y_va).mean())
+    acc_tta = float((shifted.argmax(1) == y_va).mean())
+    tta = tta_forced or acc_tta > acc_plain
+    np.save(tune_dir / "models" / "final.holdout.npy", shifted if tta else plain)
+    log(
+        f"final: holdout accuracy {acc_plain:.4f}, with test-time shifts {acc_tta:.4f}; "
+        f"using {'shifts' if tta else 'no shifts'}"
+    )
+    m = result.metrics
+    record = FinalFitRecord(
+        trial=trial_number,
+        model=trial.model,
+        epochs_run=m.epochs_run,
+        best_epoch=m.best_epoch,
+        seconds=m.seconds,
+        train_rows=len(y_tr),
+        holdout_rows=len(y_va),
+        holdout_accuracy_plain=acc_plain,
+        holdout_accuracy_tta=acc_tta,
+        holdout_accuracy=max(acc_plain, acc_tta) if tta else acc_plain,
+        tta=tta,
+        model_path=str(path),
+        settings=settings,
+    )
+    return result.model, record
+
+
+def refit_best(ds: Dataset, trial_number: int, trial: TrialRecord, budget: Budget):
+    """The best configuration retrained on all labelled rows for its best epoch count, or None
+    when the budget cannot hold it."""
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.training import fit
+
+    m = trial.metrics
+    settings = trial.settings.replace(epochs=int(m.best_epoch or 1))
+    needed = m.seconds / max(m.epochs_run, 1) * settings.epochs * 1.25
+    left = budget.left() - 30
+    if needed > left:
+        log(f"final: skipping --refit (needs ~{needed:.0f} s, {left:.0f} s left)")
+        return None
+    log(
+        f"final: refitting trial {trial_number} ({trial.model}) on all {len(ds.y_train)} rows "
+        f"for {settings.epochs} epochs (~{needed:.0f} s)"
+    )
+    keras.backend.clear_session()
+    model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
+    # the holdout is inside the training rows now: keep the last epoch, not the "best" one
+    data = (ds.x_train, ds.y_train, ds.x_train[:256], ds.y_train[:256])
+    return fit(model, settings, data, ds.num_classes, verbose=0, keep_best=False).model

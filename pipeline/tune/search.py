@@ -1,0 +1,146 @@
+"""The search loop: trials until the budget, the trial count or the failures say stop, one
+progress line per trial, only the top trials' models kept; and the study as a table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.records import read_trial
+from pipeline.tune import log
+from pipeline.tune.objective import Objective, holdout_probs_path
+
+
+def run_search(study, objective: Objective, trials: int | None, max_failures: int, keep: int):
+    """``study.optimize`` over ``objective`` within its budget (starting from the warm-start
+    configuration when the study is new)."""
+    from pipeline.search_space import warm_start_params
+
+    if not study.get_trials(deepcopy=False):
+        warm = warm_start_params(objective.models, objective.max_epochs)
+        if warm:
+            study.enqueue_trial(warm, skip_if_exists=True)
+    if objective.budget.search_left() <= 0:
+        return
+    progress = Progress(objective, max_failures, keep)
+    study.optimize(
+        objective,
+        n_trials=trials,
+        timeout=max(objective.budget.search_left(), 1),
+        catch=(Exception,),
+        callbacks=[progress],
+        gc_after_trial=True,
+    )
+
+
+class Progress:
+    """Optuna callback after each trial: its line, the kept models, and the stop rules."""
+
+    def __init__(self, objective: Objective, max_failures: int, keep: int):
+        self.objective, self.max_failures, self.keep = objective, max_failures, keep
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        r = read_trial(trial)
+        s = r.settings
+        hp = ", ".join(f"{k}={v}" for k, v in r.hp.items() if "dropout" in k or k == "width")
+        # a trial the budget refused never trained: it has no settings to show
+        key = (
+            f"{s.optimizer} lr={s.learning_rate:.2g} bs={s.batch_size} aug={s.augment}"
+            + (f" {hp}" if hp else "")
+            if s
+            else "(not started)"
+        )
+        try:
+            best = f"{study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "-"
+        done = trial.state == optuna.trial.TrialState.COMPLETE
+        if done:
+            m = r.metrics
+            result = f"val_acc {trial.value:.4f} epochs {m.epochs_run} {m.seconds:.0f}s"
+        else:
+            result = f"{trial.state.name.lower()}: {r.reason or ''}"
+        left = max(self.objective.budget.search_left(), 0)
+        log(
+            f"trial {trial.number:>3} {r.model or '?':<12} {key} | {result} | best {best}"
+            f" | {left:.0f}s left"
+        )
+        if done:
+            prune_saved_models(study, self.keep)
+        # once the budget refuses a sampled trial, TPE would only keep sampling refusals
+        if self.objective.budget.search_left() < self.objective.cheapest_epoch() or r.refused:
+            study.stop()
+        if self.objective.failures >= self.max_failures:
+            log(f"stopping: {self.objective.failures} trials failed in a row (--max-failures)")
+            study.stop()
+
+
+def completed(study) -> list:
+    """The study's completed trials, best first."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    return sorted(done, key=lambda t: t.value, reverse=True)
+
+
+def prune_saved_models(study, keep: int) -> None:
+    """Delete the saved models (and holdout probabilities) of completed trials outside the
+    top ``keep``: a long study would otherwise fill the disk."""
+    done = completed(study)
+    for t in done[keep:]:
+        path = read_trial(t).model_path
+        if path:
+            Path(path).unlink(missing_ok=True)
+            holdout_probs_path(path).unlink(missing_ok=True)
+
+
+def trials_frame(study) -> pd.DataFrame:
+    """One row per trial: state, model, parameters, metrics, reason (the study's table)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        r = read_trial(t)
+        m, s = r.metrics, r.settings
+        seconds = m.seconds if m else None
+        if seconds is None and t.datetime_complete and t.datetime_start:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "model": r.model or t.params.get("model"),
+                "params": json.dumps(dict(t.params), sort_keys=True),
+                "val_accuracy": m.val_accuracy if m else None,
+                "val_loss": m.val_loss if m else None,
+                "train_accuracy": m.train_accuracy if m else None,
+                "train_loss": m.train_loss if m else None,
+                "epochs_run": m.epochs_run if m else (len(t.intermediate_values) or None),
+                "seconds": seconds,
+                "param_count": m.params if m else None,
+                "optimizer": s.optimizer if s else None,
+                "learning_rate": s.learning_rate if s else None,
+                "batch_size": s.batch_size if s else None,
+                "augment": s.augment if s else None,
+                "reason": r.reason or "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def print_top(frame: pd.DataFrame) -> None:
+    """The ten best completed trials, as the study's comparison table."""
+    if frame.empty:
+        return
+    done = frame[frame["state"] == "COMPLETE"].sort_values("val_accuracy", ascending=False)
+    if done.empty:
+        return
+    cols = [
+        "number", "model", "val_accuracy", "val_loss", "train_accuracy", "epochs_run", "seconds",
+        "optimizer", "learning_rate", "batch_size", "augment",
+    ]  # fmt: skip
+    print("\ntop trials:")
+    print(done[cols].head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(flush=True)

@@ -1,0 +1,130 @@
+"""The Optuna study: storage (SQLite file by default, any URL), sampler, pruner, and the creation
+race of workers started together. Rerunning resumes: the study is loaded if it exists, and
+Optuna's heartbeat marks a killed process's RUNNING trial failed and retries it."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+
+def storage_url(storage: str | None, competition_dir: Path) -> str:
+    """``storage`` when given, else the competition's SQLite file (its folder created)."""
+    if storage:
+        return storage
+    path = Path(competition_dir) / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def make_storage(url: str):
+    """Any Optuna storage URL; heartbeats find trials whose process died (RDB and journal)."""
+    import optuna
+
+    beat = float(os.environ.get("PIPELINE_HEARTBEAT", "10"))
+    if url.endswith(".log") or url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url.removeprefix("journal:").removeprefix("///")
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    kwargs: dict[str, Any] = dict(
+        heartbeat_interval=max(1, int(beat)),
+        grace_period=max(2, int(beat * 3)),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
+    )
+    # Optuna 4.9 renamed the retry callback; Kaggle kernels may carry an older Optuna
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=1
+        )
+    else:
+        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def make_pruner(name: str, max_epochs: int):
+    """``halving`` (default), ``median``, ``hyperband`` or ``none``; steps are epoch numbers."""
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        )
+    if name == "halving":
+        # asynchronous successive halving: a trial goes on past epoch 1, 3, 9... only while it is in
+        # the top third of the trials that reached that epoch
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    # steps are epoch numbers (1-based): no pruning before epoch 2
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+
+
+def make_sampler(seed: int):
+    """TPE seeded by ``--seed``; multivariate and grouped (the space is conditional on the
+    architecture), with a constant liar so parallel workers spread out."""
+    import optuna
+
+    quiet_optuna()
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=5, multivariate=True, group=True, constant_liar=True
+    )
+
+
+def quiet_optuna() -> None:
+    """Optuna's info lines and experimental-feature warnings would bury the progress lines
+    (TPE's multivariate/group/constant_liar and heartbeats are flagged experimental)."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def create_or_load_study(url: str, name: str, sampler=None, pruner=None):
+    """The study `name` in storage `url`, created if missing; safe for workers started together."""
+    import optuna
+
+    quiet_optuna()
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                storage=make_storage(url),
+                study_name=name,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - bad URL, driver missing, DB locked...
+            # workers started together race to create the schema or the study: the loser sees a
+            # unique-constraint error and finds everything in place on the next try
+            if attempt < 4 and _creation_race(exc):
+                time.sleep(0.5 + random.random())
+                continue
+            raise PipelineError(f"cannot open Optuna storage {url!r}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def load_study(url: str, name: str):
+    """An existing study, or None when the storage holds none of that name."""
+    import optuna
+
+    quiet_optuna()
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        return None
+
+
+def _creation_race(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(
+        k in text for k in ("IntegrityError", "UNIQUE constraint", "already exists", "Duplicated")
+    )
