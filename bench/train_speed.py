@@ -26,8 +26,7 @@ def child(mode: str, rows: int, batch: int) -> None:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.data import load_competition
-    from pipeline.data import holdout
+    from pipeline.data import holdout, load_competition
 
     ds = load_competition(ROOT / "input" / "fashion-mnist", cache_dir=ROOT / "artifacts" / "cache")
     x_tr, y_tr, x_va, y_va = holdout(ds, 0, limit=rows)

@@ -336,8 +336,7 @@ def test_inspect_prints_the_layout_json(layout_dir, tmp_path, capsys):
 def test_single_row_class_is_a_clear_error(layout_dir):
     import pandas as pd
 
-    from pipeline.data import load_competition
-    from pipeline.data import holdout
+    from pipeline.data import holdout, load_competition
 
     folder = layout_dir("digit", n_train=40, classes=(0, 1, 2))
     train = pd.read_csv(folder / "train.csv")

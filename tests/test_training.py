@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline import cli
-from pipeline.data import load_competition
+from pipeline.data import holdout, load_competition
 from pipeline.models import build_model, get_entry
-from pipeline.data import holdout
 from pipeline.training import fit, make_dataset, settings_for
 
 

@@ -169,11 +169,10 @@ def test_budget_refuses_a_trial_it_cannot_hold(demo_small, tmp_path, capsys):
 
 
 def test_pruning_callback_prunes_what_the_pruner_prunes(demo_small):
-    from pipeline.data import load_competition
-    from pipeline.models import build_model, get_entry
-    from pipeline.data import holdout
-    from pipeline.training import fit, settings_for
     from pipeline.callbacks import OptunaPruning
+    from pipeline.data import holdout, load_competition
+    from pipeline.models import build_model, get_entry
+    from pipeline.training import fit, settings_for
 
     ds = load_competition(demo_small)
     data = holdout(ds, 0, limit=400)
@@ -302,9 +301,8 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(demo_small, tmp_pat
         or best["holdout_accuracy"] == final["holdout_accuracy_plain"]
     )
     # the reported holdout accuracy is the final model's on the whole 120-image holdout
-    from pipeline.data import load_competition
+    from pipeline.data import holdout, load_competition
     from pipeline.predict import load_model, predict_proba
-    from pipeline.data import holdout
 
     ds = load_competition(demo_small)
     _, _, x_va, y_va = holdout(ds, 42, 600)
