@@ -85,6 +85,36 @@ def _define() -> dict[str, type]:
             if self.done >= self.n:
                 self.model.stop_training = True
 
+    class Warmup(keras.callbacks.Callback):
+        """Scale the learning rate linearly from 1/steps to 1 over the first ``epochs`` epochs
+        (per batch), on top of whatever rate the epoch started with."""
+
+        def __init__(self, epochs: float):
+            super().__init__()
+            self.epochs = epochs
+            self.step = 0
+            self.total = 1
+            self.target = 0.0
+            self.last_set = None
+
+        def _lr(self) -> float:
+            return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+        def on_train_begin(self, logs=None):
+            steps = self.params.get("steps") or 1
+            self.total = max(1, round(steps * self.epochs))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            lr = self._lr()
+            if self.last_set is None or abs(lr - self.last_set) > 1e-12 * max(lr, 1e-30):
+                self.target = lr  # a schedule set this epoch's rate (or the first epoch)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.step <= self.total:
+                self.step += 1
+                self.last_set = self.target * min(self.step, self.total) / self.total
+                self.model.optimizer.learning_rate = self.last_set
+
     class OptunaPruning(keras.callbacks.Callback):
         """Report val_accuracy to an Optuna trial after every epoch (step = the 1-based epoch
         number, as the plots show it); raise ``TrialPruned`` when its pruner says so."""
@@ -131,7 +161,15 @@ def _define() -> dict[str, type]:
 
     return {
         c.__name__: c
-        for c in (Deadline, EpochTimer, CosineToDeadline, OptunaPruning, EpochLog, HoldoutTimer)
+        for c in (
+            Deadline,
+            EpochTimer,
+            CosineToDeadline,
+            Warmup,
+            OptunaPruning,
+            EpochLog,
+            HoldoutTimer,
+        )
     }
 
 

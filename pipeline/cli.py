@@ -106,8 +106,8 @@ def _train_flags(p) -> None:
         "--augment",
         nargs="?",
         const="strong",
-        choices=["off", "light", "strong"],
-        help="rotation/shift/zoom augmentation in training (bare flag: strong)",
+        help="training augmentation: off, light, strong (rotation/shift/zoom), crop, flip, erase, "
+        "or parts joined by '+' such as crop+flip (bare flag: strong)",
     )
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified; for trials)")
@@ -176,7 +176,13 @@ def _tune_flags(p) -> None:
     p.add_argument(
         "--final-max-epochs",
         type=int,
-        help=f"epochs of the final fit at most (default {_default(t, 'final_max_epochs')})",
+        help="epochs of the final fit at most (default: as many as the budget holds)",
+    )
+    p.add_argument(
+        "--flip",
+        choices=["auto", "on", "off"],
+        help="left-right mirror in the final fit's augmentation and at test time (default auto: "
+        "where the labels survive it, measured on the trials' validation images)",
     )
     p.add_argument(
         "--max-failures",

@@ -117,7 +117,8 @@ class TuneOptions(Options):
     refit: bool = False
     search_rows: int | str = "auto"  # 0: all rows
     final_fit: str = "auto"
-    final_max_epochs: int = 40
+    final_max_epochs: int | None = None  # None: as many as the budget holds
+    flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off
     max_failures: int = 5
     limit: int | None = None
     no_report: bool = False

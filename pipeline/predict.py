@@ -44,21 +44,40 @@ def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def shift_probas(
-    model, x: np.ndarray, batch_size: int = 1024, shifts=TTA_SHIFTS
-) -> list[np.ndarray]:
-    """Class probabilities for uint8 images under each shift (identity first), so a caller can
-    score plain and shifted predictions from one set of passes."""
+def views(shifts: bool = False, flip: bool = False) -> list[tuple[int, int, bool]]:
+    """Test-time views (dy, dx, mirrored): the identity first, then one-pixel shifts and/or the
+    left-right mirror of each."""
+    base = list(TTA_SHIFTS if shifts else TTA_SHIFTS[:1])
+    return [(dy, dx, False) for dy, dx in base] + (
+        [(dy, dx, True) for dy, dx in base] if flip else []
+    )
+
+
+def view_probas(model, x: np.ndarray, which, batch_size: int = 1024) -> list[np.ndarray]:
+    """Class probabilities for uint8 images under each view, so that a caller can score plain
+    and augmented predictions from one set of passes."""
     from pipeline.training import make_dataset
 
     out = []
-    for dy, dx in shifts:
-        ds = make_dataset(_shift(x, dy, dx), None, 0, batch_size)
+    for dy, dx, mirrored in which:
+        images = _shift(x, dy, dx)
+        if mirrored:
+            images = images[:, :, ::-1]
+        ds = make_dataset(np.ascontiguousarray(images), None, 0, batch_size)
         out.append(np.asarray(model.predict(ds, verbose=0), dtype=np.float64))
     return out
 
 
-def predict_proba(model, x: np.ndarray, batch_size: int = 1024, tta: bool = False) -> np.ndarray:
-    """Class probabilities for uint8 images; ``tta`` averages over small shifts."""
-    shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
-    return np.mean(shift_probas(model, x, batch_size, shifts), axis=0).astype(np.float32)
+def shift_probas(
+    model, x: np.ndarray, batch_size: int = 1024, shifts=TTA_SHIFTS
+) -> list[np.ndarray]:
+    """Probabilities under each one-pixel shift (identity first)."""
+    return view_probas(model, x, [(dy, dx, False) for dy, dx in shifts], batch_size)
+
+
+def predict_proba(
+    model, x: np.ndarray, batch_size: int = 1024, tta: bool = False, flip: bool = False
+) -> np.ndarray:
+    """Class probabilities for uint8 images; ``tta`` averages over one-pixel shifts, ``flip``
+    over the left-right mirror too."""
+    return np.mean(view_probas(model, x, views(tta, flip), batch_size), axis=0).astype(np.float32)

@@ -51,9 +51,21 @@ class TrialRecord:
 
 
 @dataclass(frozen=True)
+class FlipDecision:
+    """Whether the labels survive a left-right mirror, and the evidence (see tune/flip.py)."""
+
+    invariant: bool
+    accuracy_plain: float
+    accuracy_mirrored: float
+    rows: int
+    how: str  # "measured", or "--flip on/off"
+
+
+@dataclass(frozen=True)
 class FinalFitRecord:
-    """The best configuration trained again on the whole training split, scored on the
-    whole holdout."""
+    """The best configuration trained again on the whole training split for as many epochs as
+    the budget holds, scored at its last epoch on the whole holdout, which chose nothing: the
+    honest estimate of what is submitted."""
 
     trial: int
     model: str
@@ -62,12 +74,13 @@ class FinalFitRecord:
     seconds: float
     train_rows: int
     holdout_rows: int
-    holdout_accuracy_plain: float
-    holdout_accuracy_tta: float
-    holdout_accuracy: float
-    tta: bool
+    holdout_accuracy_plain: float  # the last epoch, no test-time augmentation
+    holdout_accuracy_tta: float  # with the test-time views in use (= plain when none)
+    holdout_accuracy: float  # what is submitted
+    tta: bool  # one-pixel shifts at test time
     model_path: str
     settings: TrainSettings
+    flip: bool = False  # mirrored views at test time
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,10 @@ class TuneResult:
     model_path: str | None
     model_paths: list[str]
     options: dict[str, Any]
+    flip: FlipDecision | None = None
+    honest: bool = False  # holdout_accuracy is on rows that chose nothing
+    search_seconds: float | None = None
+    final_seconds: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# the core study's entries, plus cnn5bn (study 000), which is fast and strong on 28x28 data
+# the core study's entries, plus cnn5bn (study 000, fast and strong on 28x28 data) and the fast
+# residual batch-norm nets (pipeline/models/fast.py)
 DEFAULT_MODELS = (
+    "resnet9s", "resnet9m", "resnet20",
     "cnn1", "cnn2", "cnn3", "cnn4", "cnn5", "cnn6", "cnn7", "cnn5bn",
     "lenet5", "lenet5_wide", "alexnet", "vgg16", "resnet",
 )  # fmt: skip
@@ -18,31 +20,31 @@ OPTIMIZERS = ("adam", "sgd-nesterov", "rmsprop", "adadelta")
 LR_RANGE = {
     "adam": (2e-4, 3e-3),
     "rmsprop": (1e-4, 2e-3),
-    "sgd-nesterov": (3e-3, 0.1),
+    "sgd-nesterov": (3e-3, 0.2),
     "adadelta": (0.1, 2.0),
 }
 # 32 included: on a 2-core CPU throughput is the same from batch 32 to 1024 (bench notes), and
 # small batches make more updates per epoch
 BATCH_SIZES = (32, 64, 128, 256, 512)
-AUGMENT = ("off", "light", "strong")
+# the left-right flip is not searched: tune adds it where the data's labels survive it
+AUGMENT = ("off", "light", "strong", "crop", "crop+erase")
 LABEL_SMOOTHING = (0.0, 0.05, 0.1)
 ACTIVATIONS = ("relu", "elu", "gelu")
 
-# The study's best hand-tuned setting (cnn7's recipe: SGD-Nesterov 0.01, batch 32, no
-# augmentation), as the first trial: the search starts from it. Measured on the demo, full split:
-# this recipe reached 0.9312 in 10 epochs, Adam 1e-3 / batch 256 / light augmentation 0.9130 in 9.
+# The first trial, so the search starts from a strong recipe: resnet9s (airbench-like) with
+# SGD-Nesterov 0.1, batch 256, pad-and-crop augmentation and label smoothing 0.1. Measured on the
+# demo (48,000 training rows, 16 epochs, cosine, 1080 s on 2 cores): holdout 0.9384 at the last
+# epoch, 0.9419 with flip TTA; the study's cnn7 recipe (SGD-Nesterov 0.01, batch 32, no
+# augmentation) reached 0.9312 in 10 epochs.
 WARM_START = {
-    "model": "cnn7",
-    "cnn7.dropout1": 0.25,
-    "cnn7.dropout2": 0.25,
-    "cnn7.dropout3": 0.25,
-    "cnn7.width": 1.0,
-    "cnn7.activation": "relu",
+    "model": "resnet9s",
+    "resnet9s.dropout": 0.0,
+    "resnet9s.width": 1.0,
     "optimizer": "sgd-nesterov",
-    "lr_sgd-nesterov": 0.01,
-    "batch_size": 32,
-    "augment": "off",
-    "label_smoothing": 0.0,
+    "lr_sgd-nesterov": 0.1,
+    "batch_size": 256,
+    "augment": "crop",
+    "label_smoothing": 0.1,
 }
 
 

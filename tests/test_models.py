@@ -46,8 +46,27 @@ def _fresh_session():
     yield
 
 
+# entries added for speed on 2 CPU cores (pipeline/models/fast.py): (params at 28x28x1, K=10)
+FAST = {"resnet9s": 416_194, "resnet9m": 931_818, "resnet20": 273_754}
+
+
 def test_every_entry_has_a_study_count():
-    assert sorted(list_models()) == sorted(STUDY_COUNTS)
+    studied = [m for m in list_models() if get_entry(m).source != "new"]
+    assert sorted(studied) == sorted(STUDY_COUNTS)
+    assert sorted(set(list_models()) - set(studied)) == sorted(FAST)
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (48, 48, 1), (20, 12, 1)])
+def test_fast_entries_build_for_any_size_and_channels(name, shape):
+    model = build_model(name, shape, 7)
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    p = np.asarray(model(x, training=False))
+    assert p.shape == (2, 7) and not np.isnan(p).any()
+    if shape == (28, 28, 1):
+        assert count_params(build_model(name, shape, 10))[1] == FAST[name]
+        half = count_macs(build_model(name, shape, 10, width=0.5))
+        assert 0.2 < half / count_macs(build_model(name, shape, 10)) < 0.3  # ~width squared
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_COUNTS))

@@ -67,3 +67,28 @@ def stratified_slice(split: Split, rows: int | None, seed: int) -> Split:
         return x[idx], y[idx]
 
     return (*take(x_tr, y_tr, rows), *take(x_va, y_va, max(rows // 4, 1)))
+
+
+def search_split(split: Split, rows: int | None, seed: int) -> Split:
+    """The trials' own train/validation data, carved out of the training part of ``split`` so
+    that the holdout chooses nothing (it scores what is submitted, honestly).
+
+    ``rows`` training images (a stratified slice) and a quarter as many validation images from
+    the rest of the training part; with ``rows`` None (or covering it), an 80/20 split of it.
+    """
+    from sklearn.model_selection import train_test_split
+
+    x_tr, y_tr = split[0], split[1]
+    idx = np.arange(len(y_tr))
+    if rows and rows < 0.8 * len(y_tr):
+        n_val = max(rows // 4, 1)
+        tr, rest = train_test_split(idx, train_size=rows, random_state=seed, stratify=y_tr)
+        va, _ = (
+            (rest, None)
+            if n_val >= len(rest)
+            else train_test_split(rest, train_size=n_val, random_state=seed, stratify=y_tr[rest])
+        )
+    else:
+        tr, va = train_test_split(idx, test_size=0.2, random_state=seed, stratify=y_tr)
+    tr, va = np.sort(tr), np.sort(va)
+    return x_tr[tr], y_tr[tr], x_tr[va], y_tr[va]

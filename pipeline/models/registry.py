@@ -88,6 +88,7 @@ def _load_families() -> None:
         alexnet,
         cifar,
         cnn,
+        fast,
         inception,
         lenet,
         mlp,

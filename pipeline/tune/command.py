@@ -30,7 +30,7 @@ def choose_models(
 
 
 def run(opts: TuneOptions) -> int:
-    from pipeline.data import holdout, load, stratified_slice
+    from pipeline.data import holdout, load, search_split
     from pipeline.device import configure_runtime
     from pipeline.models import get_entry
     from pipeline.search_space import DEFAULT_MODELS
@@ -60,7 +60,7 @@ def run(opts: TuneOptions) -> int:
     for m in opts.models:
         get_entry(m)  # unknown names: one clear line
     split = holdout(ds, opts.seed, opts.limit)
-    data = stratified_slice(split, plan.search_rows, opts.seed)
+    data = search_split(split, plan.search_rows, opts.seed)
     candidates = list(opts.models or DEFAULT_MODELS)
     cost = cost_model(ds, candidates, comp_dir / "cost.json")
     models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates)
@@ -79,7 +79,8 @@ def run(opts: TuneOptions) -> int:
             else ""
         )
     )
-    run_search(study, objective, opts.trials, opts.max_failures, plan.keep)
+    shrink = plan.final_fit and not opts.search_only
+    run_search(study, objective, opts.trials, opts.max_failures, plan.keep, shrink)
     if opts.search_only:
         frame = trials_frame(study)
         from pipeline.fsutil import atomic_write_text

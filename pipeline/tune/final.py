@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts
-from pipeline.data import Dataset, holdout, stratified_slice
+from pipeline.data import Dataset, holdout, search_split
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_write_text
 from pipeline.options import TuneOptions
-from pipeline.records import TuneResult, read_trial, save_json
+from pipeline.records import FlipDecision, TuneResult, read_trial, save_json
 from pipeline.tune import log
 from pipeline.tune.budget import Budget, TunePlan
 from pipeline.tune.objective import holdout_probs_path
@@ -47,12 +47,34 @@ def choose_ensemble(trials: list, requested: int | str, y_val: np.ndarray):
     return candidates[:k], scores
 
 
+def flip_decision(opts: TuneOptions, model_path: str, x_val, y_val, k: int) -> FlipDecision:
+    """``--flip on/off``, or measured with the best trial's model on the trials' validation
+    images (see :mod:`pipeline.tune.flip`)."""
+    from pipeline.predict import load_model
+    from pipeline.tune.flip import decide_flip, forced
+
+    if opts.flip != "auto":
+        return forced(opts.flip)
+    decision = decide_flip(load_model(Path(model_path)), x_val, y_val, k)
+    log(
+        f"final: left-right mirror {'keeps' if decision.invariant else 'changes'} the labels "
+        f"(the best trial's model: {decision.accuracy_plain:.4f} plain, "
+        f"{decision.accuracy_mirrored:.4f} mirrored on {decision.rows} validation images); "
+        f"{'mirror in training and at test time' if decision.invariant else 'no mirror'}"
+    )
+    return decision
+
+
 def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: Budget) -> Path:
-    """Best trial(s) -> test probabilities -> submission, best.json, trials.csv."""
+    """Best trial(s) -> test probabilities -> submission, best.json, trials.csv.
+
+    Every choice (trials, ensemble, mirror) is made on the trials' validation images; the
+    holdout only scores what is submitted."""
     from pipeline.predict import load_model, predict_proba
     from pipeline.submission import write_predictions
     from pipeline.tune.refit import final_fit, refit_best
 
+    search_seconds = budget.elapsed()
     tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
     tune_dir.mkdir(parents=True, exist_ok=True)
     frame = trials_frame(study)
@@ -68,40 +90,46 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
             "./run.sh tune with a larger --timeout"
         )
     split = holdout(ds, opts.seed, opts.limit)
-    # the trials' holdout probabilities are over the (sliced) holdout they were scored on
-    y_val = stratified_slice(split, plan.search_rows, opts.seed)[3]
-    chosen, trial_scores = choose_ensemble(done, opts.ensemble, y_val)
-    k = len(chosen)
+    _, _, x_sv, y_sv = search_split(split, plan.search_rows, opts.seed)
+    chosen, trial_scores = choose_ensemble(done, opts.ensemble, y_sv)
     log(
-        "final: holdout accuracy of the top-k ensembles: "
+        "final: validation accuracy of the top-k ensembles: "
         + ", ".join(f"k={i}: {s:.4f}" for i, s in trial_scores.items())
-        + f"; using k={k}"
+        + f"; using k={len(chosen)}"
     )
-    scores = dict(trial_scores)
     best = read_trial(chosen[0])
-    tta = opts.tta
-    probs = []
-    fitted = None
+    flip = flip_decision(opts, best.model_path, x_sv, y_sv, ds.num_classes)
+    x_va, y_va = split[2], split[3]
+    fitted, model, honest = None, None, True
     if plan.final_fit and not opts.refit:
         out = final_fit(ds, split, chosen[0].number, best, budget, opts.final_max_epochs,
-                        opts.tta, opts.seed, tune_dir)  # fmt: skip
+                        opts.tta, flip, opts.seed, tune_dir)  # fmt: skip
         if out is not None:
             model, fitted = out
-            tta = fitted.tta
-            probs.append(predict_proba(model, ds.x_test, tta=tta))
-            chosen, k = chosen[:1], 1
-            scores = {1: fitted.holdout_accuracy}
-    if not probs and opts.refit:
+            chosen = chosen[:1]
+    if model is None and opts.refit:
         model = refit_best(ds, chosen[0].number, best, budget)
         if model is not None:
-            probs.append(predict_proba(model, ds.x_test, tta=tta))
-            chosen = chosen[:1]
-    if not probs:
-        for t in chosen:
-            probs.append(predict_proba(load_model(Path(read_trial(t).model_path)), ds.x_test,
-                                       tta=tta))  # fmt: skip
-    test_probs = np.mean(probs, axis=0)
-    holdout_acc = scores.get(k, chosen[0].value)
+            chosen, honest = chosen[:1], False  # the holdout is in its training rows
+    models = [model] if model is not None else [
+        load_model(Path(read_trial(t).model_path)) for t in chosen
+    ]  # fmt: skip
+    test_probs = np.mean(
+        [predict_proba(m, ds.x_test, tta=opts.tta, flip=flip.invariant) for m in models], axis=0
+    )
+    if fitted is not None:
+        holdout_acc = fitted.holdout_accuracy
+    elif honest:
+        held = np.mean([predict_proba(m, x_va, tta=opts.tta, flip=flip.invariant)
+                        for m in models], axis=0)  # fmt: skip
+        holdout_acc = float((held.argmax(1) == y_va).mean())
+    else:
+        holdout_acc = trial_scores.get(len(chosen), chosen[0].value)
+    log(
+        f"final: holdout accuracy of what is submitted {holdout_acc:.4f} on {len(y_va)} rows "
+        + ("that chose nothing" if honest else "(not honest: --refit trained on them)")
+    )
+    k = len(chosen)
     names = "+".join(read_trial(t).model or "?" for t in chosen)
     label = f"tune-{names}" if k > 1 else f"tune-{names}-t{chosen[0].number}"
     if fitted:
@@ -118,11 +146,15 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
         holdout_accuracy=holdout_acc,
         best_trial_holdout_accuracy=chosen[0].value,
         ensemble_holdout_accuracy={str(i): s for i, s in trial_scores.items()},
-        tta=tta,
+        tta=opts.tta,
         final_fit=fitted,
         model_path=fitted.model_path if fitted else best.model_path,
         model_paths=[read_trial(t).model_path for t in chosen],
         options=opts.to_dict(),
+        flip=flip,
+        honest=honest,
+        search_seconds=round(search_seconds, 1),
+        final_seconds=round(budget.elapsed() - search_seconds, 1),
     )
     save_json(tune_dir / "best.json", result)
     opts.save(tune_dir / "config.json")

@@ -17,6 +17,9 @@ from pipeline.data.split import Split
 from pipeline.records import TrialRecord, read_trial, write_trial
 from pipeline.tune.budget import Budget, CostModel
 
+# every trial (a quarter of a short one): batch-norm nets at a high rate need it (see training)
+WARMUP_EPOCHS = 1.0
+
 
 class Objective:
     """Callable for ``study.optimize``; holds what every trial of this process shares."""
@@ -77,6 +80,7 @@ class Objective:
             augment=spec["augment"],
             label_smoothing=spec["label_smoothing"],
             seed=self.seed + trial.number,
+            warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
         )
         record = TrialRecord(model=name, hp=spec["hp"], settings=settings,
                              epochs_clipped_to=clipped)  # fmt: skip

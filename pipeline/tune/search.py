@@ -12,10 +12,24 @@ from pipeline.records import read_trial
 from pipeline.tune import log
 from pipeline.tune.objective import Objective, holdout_probs_path
 
+# The search earns its share or gives it up: once this many trials have finished after the
+# first completed one (the warm start) and none beat it by more than MARGIN on the validation
+# images, the search stops and its remaining seconds go to the final fit.
+PATIENCE = 8
+MARGIN = 0.003
 
-def run_search(study, objective: Objective, trials: int | None, max_failures: int, keep: int):
+
+def run_search(
+    study,
+    objective: Objective,
+    trials: int | None,
+    max_failures: int,
+    keep: int,
+    shrink: bool = False,
+):
     """``study.optimize`` over ``objective`` within its budget (starting from the warm-start
-    configuration when the study is new)."""
+    configuration when the study is new); with ``shrink``, stop when the search does not beat
+    the warm start (see PATIENCE)."""
     from pipeline.search_space import warm_start_params
 
     if not study.get_trials(deepcopy=False):
@@ -24,7 +38,7 @@ def run_search(study, objective: Objective, trials: int | None, max_failures: in
             study.enqueue_trial(warm, skip_if_exists=True)
     if objective.budget.search_left() <= 0:
         return
-    progress = Progress(objective, max_failures, keep)
+    progress = Progress(objective, max_failures, keep, shrink)
     study.optimize(
         objective,
         n_trials=trials,
@@ -38,8 +52,9 @@ def run_search(study, objective: Objective, trials: int | None, max_failures: in
 class Progress:
     """Optuna callback after each trial: its line, the kept models, and the stop rules."""
 
-    def __init__(self, objective: Objective, max_failures: int, keep: int):
+    def __init__(self, objective: Objective, max_failures: int, keep: int, shrink: bool = False):
         self.objective, self.max_failures, self.keep = objective, max_failures, keep
+        self.shrink = shrink
 
     def __call__(self, study, trial) -> None:
         import optuna
@@ -77,6 +92,26 @@ class Progress:
         if self.objective.failures >= self.max_failures:
             log(f"stopping: {self.objective.failures} trials failed in a row (--max-failures)")
             study.stop()
+        if self.shrink and not_earning(study):
+            log(
+                f"search: no trial beat the first one by {MARGIN * 100:.1f} points in "
+                f"{PATIENCE} trials; its remaining {left:.0f} s go to the final fit"
+            )
+            study.stop()
+
+
+def not_earning(study) -> bool:
+    """True when PATIENCE trials finished after the first completed one and none beat it by
+    more than MARGIN."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    trials = sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
+    first = next((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), None)
+    if first is None:
+        return False
+    after = [t for t in trials if t.number > first.number and not read_trial(t).refused]
+    return len(after) >= PATIENCE and study.best_value <= first.value + MARGIN
 
 
 def completed(study) -> list:
