@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 When = float | Callable[[], float]
@@ -50,23 +51,28 @@ def _define() -> dict[str, type]:
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(time.perf_counter() - self._t)
+            if logs is not None:
+                logs["seconds"] = round(self.seconds[-1], 3)  # into the history
 
     class CosineToDeadline(keras.callbacks.Callback):
         """Cosine decay of the learning rate to 1% over the planned epochs. With a deadline the
         plan is redone after every epoch from the measured epoch time, so the decay ends when
         the budget does (estimates made before training were 25-40% pessimistic here)."""
 
-        def __init__(self, lr0: float, epochs: int, deadline=None):
+        def __init__(self, lr0: float, epochs: int, deadline=None, planned: int | None = None):
             super().__init__()
             self.lr0, self.epochs, self.deadline = lr0, max(epochs, 1), deadline
-            self.n = self.epochs
+            self.n = planned or self.epochs  # a resumed fit goes on with its plan
             self.started = 0.0
+            self.first: int | None = None
             self.done = 0
 
         def on_train_begin(self, logs=None):
             self.started = time.monotonic()
 
         def on_epoch_begin(self, epoch, logs=None):
+            if self.first is None:
+                self.first = epoch
             t = min(epoch / self.n, 1.0)
             self.model.optimizer.learning_rate = self.lr0 * (
                 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
@@ -79,7 +85,7 @@ def _define() -> dict[str, type]:
                 )
             self.done = epoch + 1
             if self.deadline is not None:
-                per = (time.monotonic() - self.started) / self.done
+                per = (time.monotonic() - self.started) / (self.done - self.first)
                 fits = self.done + int((deadline_at(self.deadline) - time.monotonic()) // per)
                 self.n = max(self.done, min(self.epochs, fits))
             if self.done >= self.n:
@@ -89,9 +95,9 @@ def _define() -> dict[str, type]:
         """Scale the learning rate linearly from 1/steps to 1 over the first ``epochs`` epochs
         (per batch), on top of whatever rate the epoch started with."""
 
-        def __init__(self, epochs: float):
+        def __init__(self, epochs: float, initial_epoch: int = 0):
             super().__init__()
-            self.epochs = epochs
+            self.epochs, self.initial_epoch = epochs, initial_epoch
             self.step = 0
             self.total = 1
             self.target = 0.0
@@ -103,6 +109,7 @@ def _define() -> dict[str, type]:
         def on_train_begin(self, logs=None):
             steps = self.params.get("steps") or 1
             self.total = max(1, round(steps * self.epochs))
+            self.step = min(self.initial_epoch * steps, self.total + 1)
 
         def on_epoch_begin(self, epoch, logs=None):
             lr = self._lr()
@@ -158,6 +165,68 @@ def _define() -> dict[str, type]:
 
         def on_test_end(self, logs=None):
             self.per_image.append((time.monotonic() - self.t0) / self.images)
+
+    class Checkpoint(keras.callbacks.Callback):
+        """The fit's whole state after every epoch: weights with the optimizer's state, the
+        epoch, the history and the schedule's plan, written atomically (weights first, then the
+        state file that names them), so a killed fit resumes where it stood
+        (:func:`pipeline.training.fit`'s ``checkpoint``)."""
+
+        def __init__(self, folder, history: dict, schedule=None):
+            super().__init__()
+            self.folder = Path(folder)
+            self.history = {k: list(v) for k, v in history.items()}
+            self.schedule = schedule
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            for k, v in (logs or {}).items():
+                self.history.setdefault(k, []).append(float(v))
+            self.save(epoch + 1, f"epoch-{epoch + 1}")
+
+        def save(self, epoch: int, name: str) -> None:
+            from pipeline.fsutil import atomic_path, atomic_write_json
+
+            weights = f"{name}.weights.h5"
+            with atomic_path(self.folder / weights) as tmp:
+                self.model.save_weights(tmp)
+            state = {
+                "epoch": epoch,
+                "weights": weights,
+                "history": self.history,
+                "planned_epochs": getattr(self.schedule, "n", None),
+            }
+            atomic_write_json(self.folder / "state.json", state)
+            for old in self.folder.glob("*.weights.h5"):
+                if old.name != weights:
+                    old.unlink(missing_ok=True)
+
+        def save_partial(self) -> None:
+            """Mid-epoch (a signal): the weights so far; the epoch is run again on resume."""
+            self.save(self.epoch, f"epoch-{self.epoch}-partial")
+
+    class StopOnSignal(keras.callbacks.Callback):
+        """After a SIGINT/SIGTERM (see :mod:`pipeline.interrupt`): finish the batch, save the
+        checkpoint if there is one, and raise ``Interrupted``."""
+
+        def __init__(self, checkpoint=None):
+            super().__init__()
+            self.checkpoint = checkpoint
+
+        def on_train_batch_end(self, batch, logs=None):
+            from pipeline import interrupt
+
+            signum = interrupt.requested()
+            if signum is None:
+                return
+            saved = ""
+            if self.checkpoint is not None:
+                self.checkpoint.save_partial()
+                saved = str(self.checkpoint.folder)
+            raise interrupt.Interrupted(signum, saved)
 
     return {
         c.__name__: c

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import options as o
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, explain
 
 # command -> (options class, "module:function" of its handler)
 HANDLERS: dict[str, tuple[type[o.Options], str]] = {
@@ -30,9 +30,11 @@ HANDLERS: dict[str, tuple[type[o.Options], str]] = {
     "submit": (o.SubmitOptions, "pipeline.submit:run"),
     "report": (o.ReportOptions, "pipeline.report:run"),
     "kernel": (o.KernelOptions, "pipeline.kernel:run"),
+    "dashboard": (o.DashboardOptions, "pipeline.dashboard:run"),
 }
 # commands whose results refresh the report (cheap) unless --no-report
 REPORTED = ("train", "tune")
+NEEDS_TENSORFLOW = ("models", "train", "predict", "tune", "report")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -149,6 +151,11 @@ def _tune_flags(p) -> None:
         "--storage", help="Optuna storage URL (default: sqlite artifacts/<comp>/optuna.db)"
     )
     p.add_argument("--study", help="study name (default: the competition)")
+    p.add_argument(
+        "--artifact-store",
+        help="shared folder (or s3://BUCKET) for the models trials and the final fit keep, "
+        "recorded by artifact id (default: local files)",
+    )
     p.add_argument("--search-only", action="store_true", help="run trials, skip the final stage")
     p.add_argument("--final-only", action="store_true", help="only the final stage")
     p.add_argument(
@@ -207,6 +214,11 @@ def _submit_flags(p) -> None:
         type=float,
         help=f"seconds to wait for the score (default {_default(o.SubmitOptions, 'wait')})",
     )
+    p.add_argument(
+        "--kernel",
+        help="code competitions: submit the output of this kernel (USER/SLUG) instead of a file",
+    )
+    p.add_argument("--version", type=int, help="with --kernel: its version (default: latest)")
 
 
 def _report_flags(p) -> None:
@@ -214,6 +226,16 @@ def _report_flags(p) -> None:
     g.add_argument("--study", help="only this study (default: all runs and the competition's)")
     g.add_argument("--run", help="only this run id")
     p.add_argument("--storage", help="Optuna storage URL of the study (default: the SQLite file)")
+
+
+def _dashboard_flags(p) -> None:
+    p.add_argument(
+        "--storage", help="Optuna storage URL (default: sqlite artifacts/<comp>/optuna.db)"
+    )
+    p.add_argument("--study", help="open this study (default: list them all)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: a free one)")
+    p.add_argument("--artifact-store", help="the tune runs' --artifact-store, to show artifacts")
 
 
 def _kernel_flags(p) -> None:
@@ -227,6 +249,23 @@ def _kernel_flags(p) -> None:
     )
     p.add_argument("--internet", action="store_true", help="enable internet in the kernel")
     p.add_argument("--push", action="store_true", help="push it with the Kaggle API")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="after --push: poll the run until it ends, download its output and log into "
+        "kernel/<slug>/output/ and validate submission.csv",
+    )
+    p.add_argument(
+        "--submit",
+        action="store_true",
+        help="after --wait: submit the output (code competitions: the kernel version) and "
+        "report the score",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        help=f"seconds to wait for the run (default {_default(o.KernelOptions, 'max_wait')})",
+    )
 
 
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]] = [
@@ -244,6 +283,8 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]
     ),
     ("kernel", "build (and optionally push) a self-contained Kaggle kernel that runs tune",
      _kernel_flags),
+    ("dashboard", "serve the study live with optuna-dashboard (Ctrl-C stops it)",
+     _dashboard_flags),
 ]  # fmt: skip
 
 
@@ -296,7 +337,13 @@ def _refresh_report(opts: o.Options) -> None:
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     opts = build_options(ns)
+    from pipeline import device
+
+    device.quiet(opts.debug)
     try:
+        if opts.command in NEEDS_TENSORFLOW:
+            # imported once, first, while its start-up messages are silenced (see device)
+            device.configure_runtime()
         code = handler(opts.command)(opts)
         if code == 0 and opts.command in REPORTED and not getattr(opts, "no_report", False):
             _refresh_report(opts)
@@ -306,13 +353,23 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from pipeline.interrupt import Interrupted
+
+        saved = (
+            f"; the final fit's state is saved in {exc.saved}" if getattr(exc, "saved", "") else ""
+        )
         print(
-            "interrupted; completed work is kept (rerun the same command to resume)",
+            f"interrupted{f' by {exc}' if isinstance(exc, Interrupted) else ''}; completed work "
+            f"is kept{saved} (rerun the same command to resume)",
             file=sys.stderr,
         )
-        return 130
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        known = explain(exc)  # or the machine: permissions, a full disk, a locked database
+        if known is not None and not opts.debug:
+            print(f"error: {known}", file=sys.stderr)
+            return known.exit_code
         if opts.debug:
             raise
         print(

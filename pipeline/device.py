@@ -5,13 +5,53 @@ apply."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 _RUNTIME: dict[str, Any] | None = None
+_DEBUG = False
 
 
-def configure_runtime(mixed_precision: str = "auto", quiet: bool = True) -> dict[str, Any]:
+@contextlib.contextmanager
+def _stderr_silenced(active: bool) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null (C++ writes there directly, before absl logging is
+    set up, whatever TF_CPP_MIN_LOG_LEVEL says); put back afterwards."""
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet(debug: bool = False) -> None:
+    """Environment and loggers for a quiet console (TensorFlow, absl, oneDNN and CUDA-stub
+    messages hidden); ``debug`` shows them. Takes effect for TensorFlow imported afterwards."""
+    global _DEBUG
+    _DEBUG = debug
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if not debug:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+        warnings.filterwarnings("ignore", module="keras")
+        warnings.filterwarnings("ignore", module="tensorflow")
+        # Python-side TensorFlow warnings (retracing notices and the like)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
     """Set up TensorFlow once per process; returns what was chosen.
 
     CPU: oneDNN kernels on (2.3x faster here; must be set before TensorFlow is imported), all
@@ -22,12 +62,13 @@ def configure_runtime(mixed_precision: str = "auto", quiet: bool = True) -> dict
     if _RUNTIME is not None:
         return _RUNTIME
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if quiet:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    with _stderr_silenced(not _DEBUG and "tensorflow" not in sys.modules):
+        import keras
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
+    if not _DEBUG:
+        tf.get_logger().setLevel(logging.ERROR)
     info: dict[str, Any] = {"device": "GPU" if gpus else "CPU", "gpus": len(gpus)}
     if gpus:
         for gpu in gpus:
@@ -50,3 +91,32 @@ def configure_runtime(mixed_precision: str = "auto", quiet: bool = True) -> dict
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     _RUNTIME = info
     return info
+
+
+def gpu_problem(name: str, input_shape, num_classes: int) -> str | None:
+    """Why entry ``name`` cannot take the GPU settings (a ``mixed_float16`` policy with the
+    softmax kept float32), or None when it can: built under the policy, one forward pass must
+    give finite float32 probabilities. Tune leaves such an entry out of a GPU search, saying why.
+    """
+    import keras
+    import numpy as np
+
+    from pipeline.models import build_model
+
+    before = keras.mixed_precision.global_policy()
+    try:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.backend.clear_session()
+        model = build_model(name, input_shape, num_classes)
+        x = np.zeros((2, *input_shape), dtype=np.float32)
+        out = model(x, training=False)
+        if str(out.dtype) != "float32":
+            return f"its output is {out.dtype} under mixed precision (softmax must stay float32)"
+        if not np.isfinite(np.asarray(out)).all():
+            return "non-finite output under mixed precision"
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure to build or run is the reason
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+        keras.backend.clear_session()

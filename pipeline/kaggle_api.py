@@ -1,4 +1,4 @@
-"""The one adapter over the official ``kaggle`` client (fetch, submit, kernel push).
+"""The one adapter over the official ``kaggle`` client (fetch, submit, kernels).
 
 ``import kaggle`` authenticates at import time and prints help text when credentials are missing,
 so the package is imported only inside :func:`client`, after :func:`find_credentials` has checked
@@ -197,3 +197,55 @@ def submissions(competition: str) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def kernel_status(kernel: str, competition: str | None = None) -> tuple[str, str]:
+    """(status name, failure message) of the kernel's latest run: QUEUED, RUNNING, COMPLETE,
+    ERROR, CANCEL_REQUESTED, CANCEL_ACKNOWLEDGED."""
+    api = client()
+    with translate_errors(competition, api):
+        try:
+            response = api.kernels_status(kernel)
+        except ValueError as exc:  # the client's own "cannot access kernel" message
+            raise PipelineError(f"kernel {kernel}: {str(exc)[:200]}") from None
+    status = getattr(response.status, "name", str(response.status))
+    return status, response.failure_message or ""
+
+
+def kernel_output(kernel: str, folder: Path, competition: str | None = None) -> list[Path]:
+    """Download the kernel's output files and its log into ``folder``; returns their paths."""
+    api = client()
+    folder.mkdir(parents=True, exist_ok=True)
+    with translate_errors(competition, api):
+        try:
+            files, _ = api.kernels_output(kernel, str(folder), force=True, quiet=True)
+        except ValueError as exc:
+            raise PipelineError(f"kernel {kernel}: {str(exc)[:200]}") from None
+    return [Path(f) for f in files]
+
+
+def is_code_competition(competition: str) -> bool:
+    """True when the competition takes only kernel submissions (Kaggle's code competitions)."""
+    api = client()
+    with translate_errors(competition, api):
+        found = api.competitions_list(search=competition, category="all")
+    for c in getattr(found, "competitions", None) or []:
+        if str(c.ref).rstrip("/").split("/")[-1] == competition:
+            return bool(c.is_kernels_submissions_only)
+    return False
+
+
+def submit_kernel(
+    competition: str, kernel: str, version: int | None, message: str, file_name: str
+) -> dict[str, Any]:
+    """Submit a kernel version's output file to a code competition; returns ``{"ref",
+    "message"}`` of the created submission."""
+    api = client()
+    with translate_errors(competition, api):
+        try:
+            response = api.competition_submit_code(
+                file_name, message, competition, kernel=kernel, kernel_version=version, quiet=True
+            )
+        except ValueError as exc:
+            raise PipelineError(f"--kernel {kernel}: {exc}") from None
+    return {"ref": response.ref, "message": response.message}

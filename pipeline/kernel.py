@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -178,8 +179,8 @@ def build_kernel(opts: KernelOptions) -> Path:
     return out
 
 
-def push(folder: Path) -> str:
-    """Push the kernel folder with the official client; returns the kernel's URL."""
+def push(folder: Path) -> tuple[str, int | None]:
+    """Push the kernel folder with the official client; returns (the kernel's URL, version)."""
     from pipeline.kaggle_api import client, translate_errors
 
     api = client()
@@ -192,7 +193,86 @@ def push(folder: Path) -> str:
             raise PipelineError(f"{folder}: {exc}") from None
     if result is None or getattr(result, "error", None):
         raise PipelineError(f"Kaggle refused the kernel: {getattr(result, 'error', 'no answer')}")
-    return result.url or f"https://www.kaggle.com/code/{meta['id']}"
+    url = result.url or f"https://www.kaggle.com/code/{meta['id']}"
+    return url, getattr(result, "version_number", None)
+
+
+class KernelFailed(PipelineError):
+    """The kernel's run errored or was cancelled (exit status 1: the run failed, not the input)."""
+
+    exit_code = 1
+
+
+DONE = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED")
+
+
+def wait_for_run(kid: str, competition: str, max_wait: float) -> tuple[str, str]:
+    """Poll the kernel's status until it ends (backing off from a few seconds to two minutes),
+    printing each new state with the time elapsed; returns (status, failure message)."""
+    from pipeline.kaggle_api import kernel_status
+
+    every = float(os.environ.get("PIPELINE_KERNEL_POLL", "10"))
+    start = time.monotonic()
+    last = None
+    while True:
+        status, failure = kernel_status(kid, competition)
+        elapsed = time.monotonic() - start
+        if status != last:
+            print(f"kernel: {kid} {status.lower()} after {elapsed:.0f} s", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            last = status
+        if status in DONE:
+            return status, failure
+        if elapsed + every > max_wait:
+            raise PipelineError(
+                f"kernel {kid} still {status.lower()} after {elapsed:.0f} s (--max-wait); "
+                f"rerun with --wait later, or see https://www.kaggle.com/code/{kid}"
+            )
+        time.sleep(every)
+        every = min(every * 1.5, 120.0)
+
+
+def log_tail(files: list[Path], lines: int = 3) -> str:
+    """The last lines of the kernel's log (Kaggle writes it as a JSON list of stream records)."""
+    log = next((f for f in files if f.suffix == ".log"), None)
+    if log is None or not log.is_file():
+        return "no log"
+    text = log.read_text(errors="replace")
+    try:
+        records = json.loads(text)
+        text = "".join(r.get("data", "") for r in records if isinstance(r, dict))
+    except ValueError:
+        pass
+    kept = [x.strip() for x in text.splitlines() if x.strip()][-lines:]
+    return " | ".join(kept) or "empty log"
+
+
+def fetch_output(opts: KernelOptions, kid: str, out: Path) -> Path:
+    """Download the finished kernel's output and log; validate its submission.csv against the
+    competition's sample submission when the competition's files are here."""
+    from pipeline.kaggle_api import kernel_output
+
+    folder = out / "output"
+    files = kernel_output(kid, folder, opts.competition)
+    sub = folder / "submission.csv"
+    print(f"kernel: {len(files)} files downloaded into {folder}", file=sys.stderr)
+    if not sub.is_file():
+        raise KernelFailed(
+            f"kernel {kid} finished without a submission.csv (last log lines: {log_tail(files)})"
+        )
+    from pipeline.submit import validate_file
+
+    try:
+        rows = validate_file(opts, sub, opts.competition)
+    except PipelineError as exc:
+        if "no competition folder" in str(exc) or "no such competition folder" in str(exc):
+            hint = f"./run.sh fetch --competition {opts.competition}"
+            print(f"kernel: {sub} not validated: the competition's files are not here ({hint})",
+                  file=sys.stderr)  # fmt: skip
+            return sub
+        raise
+    print(f"kernel: {sub} is a valid submission ({rows} rows)", file=sys.stderr)
+    return sub
 
 
 def run(opts: KernelOptions) -> int:
@@ -202,14 +282,45 @@ def run(opts: KernelOptions) -> int:
         f"kernel: {out / CODE_FILE} ({size / 1024:.0f} KiB) and kernel-metadata.json",
         file=sys.stderr,
     )
-    if opts.push:
-        url = push(out)
+    if not opts.push:
+        if opts.wait or opts.submit:
+            raise PipelineError("--wait and --submit follow --push; add --push")
+        print(f"kaggle kernels push -p {out}")
+        return 0
+    url, version = push(out)
+    kid = json.loads((out / "kernel-metadata.json").read_text())["id"]
+    if not (opts.wait or opts.submit):
         print(
-            f"kernel: pushed; it runs now on Kaggle. Output (submission.csv) appears under the "
-            f"kernel's Output tab: {url}",
+            f"kernel: pushed (version {version}); it runs now on Kaggle. Output "
+            f"(submission.csv) appears under the kernel's Output tab: {url}",
             file=sys.stderr,
         )
         print(url)
         return 0
-    print(f"kaggle kernels push -p {out}")
-    return 0
+    print(f"kernel: pushed {kid} version {version}: {url}", file=sys.stderr)
+    status, failure = wait_for_run(kid, opts.competition, opts.max_wait)
+    if status != "COMPLETE":
+        from pipeline.kaggle_api import kernel_output
+
+        files = kernel_output(kid, out / "output", opts.competition)
+        reason = f"{failure}; " if failure else ""
+        raise KernelFailed(
+            f"kernel {kid} {status.lower().replace('_', ' ')}: {reason}last log lines: "
+            f"{log_tail(files)} (log in {out / 'output'})"
+        )
+    sub = fetch_output(opts, kid, out)
+    if not opts.submit:
+        print(sub)
+        return 0
+    from pipeline.kaggle_api import is_code_competition
+    from pipeline.options import SubmitOptions
+    from pipeline.submit import run as submit
+
+    common = {f: getattr(opts, f) for f in ("data", "artifacts", "submissions", "seed",
+                                            "image_shape", "channels_first", "debug")}  # fmt: skip
+    if is_code_competition(opts.competition):
+        args = SubmitOptions(**common, competition=opts.competition, kernel=kid, version=version)
+    else:
+        args = SubmitOptions(**common, competition=opts.competition, file=sub,
+                             message=f"kernel {kid} v{version}")  # fmt: skip
+    return submit(args)

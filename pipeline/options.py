@@ -110,6 +110,7 @@ class TuneOptions(Options):
     pruner: str = "halving"
     storage: str | None = None  # None: sqlite file artifacts/<competition>/optuna.db
     study: str | None = None  # None: the competition
+    artifact_store: str | None = None  # a shared folder or s3://BUCKET for kept models
     search_only: bool = False
     final_only: bool = False
     ensemble: int | str = "auto"
@@ -141,6 +142,16 @@ class ReportOptions(Options):
 
 
 @dataclass(frozen=True)
+class DashboardOptions(Options):
+    command: ClassVar[str] = "dashboard"
+    storage: str | None = None  # None: sqlite file artifacts/<competition>/optuna.db
+    study: str | None = None  # None: every study in the storage
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port
+    artifact_store: str | None = None
+
+
+@dataclass(frozen=True)
 class SubmitOptions(Options):
     command: ClassVar[str] = "submit"
     file: Path | None = None  # None: the newest CSV under submissions/
@@ -148,6 +159,8 @@ class SubmitOptions(Options):
     dry_run: bool = False
     no_wait: bool = False
     wait: float = 600.0
+    kernel: str | None = None  # code competitions: submit this kernel's output (USER/SLUG)
+    version: int | None = None  # ... of this kernel version (default: the latest)
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,9 @@ class KernelOptions(Options):
     gpu: bool = True
     internet: bool = False
     push: bool = False
+    wait: bool = False  # after --push: poll until the run ends, then download its output
+    submit: bool = False  # after --wait: submit the output (or the kernel version)
+    max_wait: float = 12 * 3600.0  # Kaggle stops a kernel session after 12 hours
 
 
 def _jsonable(value: Any) -> Any:

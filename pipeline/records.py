@@ -44,7 +44,10 @@ class TrialRecord:
     settings: TrainSettings | None = None
     metrics: FitMetrics | None = field(default=None, metadata=FLAT)
     history: dict[str, list[float]] = field(default_factory=dict)
-    model_path: str | None = None
+    model_path: str | None = None  # local file (no artifact store)
+    model_artifact: str | None = None  # artifact ids (with --artifact-store)
+    holdout_artifact: str | None = None
+    history_artifact: str | None = None
     reason: str | None = None
     refused: bool = False  # the budget could not hold one epoch: never started
     epochs_clipped_to: int | None = None
@@ -81,6 +84,8 @@ class FinalFitRecord:
     model_path: str
     settings: TrainSettings
     flip: bool = False  # mirrored views at test time
+    model_artifact: str | None = None  # with --artifact-store
+    history_artifact: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -112,6 +113,8 @@ def wait_for_score(competition: str, ref: Any, path: Path, timeout: float, every
 def run(opts: SubmitOptions) -> int:
     from pipeline.kaggle_api import submit
 
+    if opts.kernel:
+        return submit_kernel_output(opts)
     data_competition = opts.competition
     path = Path(opts.file) if opts.file else None
     if path is None:
@@ -133,39 +136,65 @@ def run(opts: SubmitOptions) -> int:
         return 0
     print(f"uploading {path.name} to {slug}: {message!r}", file=sys.stderr, flush=True)
     created = submit(path, slug, message)
+    return follow(opts, slug, path.name, str(path), message, created, meta.get("holdout_accuracy"))
+
+
+def submit_kernel_output(opts: SubmitOptions) -> int:
+    """Code competitions: submit a kernel version's output file (Kaggle reruns the kernel on
+    the hidden test set), then follow it as a file upload is followed."""
+    from pipeline.kaggle_api import submit_kernel
+
+    if not opts.competition:
+        raise PipelineError("submit --kernel needs --competition SLUG")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", opts.kernel):
+        raise PipelineError(f"--kernel {opts.kernel!r}: expected USER/KERNEL-SLUG")
+    file_name = opts.file.name if opts.file else "submission.csv"
+    version = f" version {opts.version}" if opts.version else " (latest version)"
+    message = opts.message or f"kernel {opts.kernel}{version.replace(' (', ', ').rstrip(')')}"
+    if opts.dry_run:
+        print(f"would submit {file_name} of kernel {opts.kernel}{version} to {opts.competition}")
+        return 0
+    print(f"submitting kernel {opts.kernel}{version} ({file_name}) to {opts.competition}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    created = submit_kernel(opts.competition, opts.kernel, opts.version, message, file_name)
+    return follow(opts, opts.competition, file_name, f"kernel:{opts.kernel}", message, created)
+
+
+def follow(opts, slug: str, name: str, what: str, message: str, created: dict,
+           holdout: Any = None) -> int:  # fmt: skip
+    """Record the upload in log.csv, wait for Kaggle's score (unless --no-wait), report it."""
     row = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "file": str(path),
+        "file": what,
         "competition": slug,
         "message": message,
         "ref": created.get("ref"),
         "status": "SUBMITTED",
         "public_score": "",
-        "holdout_accuracy": meta.get("holdout_accuracy", ""),
+        "holdout_accuracy": holdout if holdout is not None else "",
     }
     result: dict[str, Any] = {}
     try:
         if not opts.no_wait:
             every = float(os.environ.get("PIPELINE_SUBMIT_POLL", "10"))
-            result = wait_for_score(slug, created.get("ref"), path, opts.wait, every)
+            result = wait_for_score(slug, created.get("ref"), Path(name), opts.wait, every)
             row["status"] = result.get("status", "PENDING")
             row["public_score"] = result.get("public_score") or ""
     finally:
         append_log(opts.submissions, row)  # the upload happened: record it whatever follows
     if opts.no_wait:
-        print(f"submitted {path.name} to {slug} (ref {created.get('ref')}); not waiting")
+        print(f"submitted {name} to {slug} (ref {created.get('ref')}); not waiting")
         return 0
     if result.get("status") == "ERROR":
         raise PipelineError(
-            f"Kaggle could not score {path.name}: {result.get('error_description') or 'no reason'}"
+            f"Kaggle could not score {name}: {result.get('error_description') or 'no reason'}"
         )
     if result.get("status") != "COMPLETE":
         print(
-            f"submitted {path.name} to {slug}; still {row['status'].lower()} after waiting "
+            f"submitted {name} to {slug}; still {row['status'].lower()} after waiting "
             f"(see https://www.kaggle.com/competitions/{slug}/submissions)"
         )
         return 0
-    holdout = meta.get("holdout_accuracy")
     extra = f" (holdout {holdout:.4f})" if isinstance(holdout, int | float) else ""
-    print(f"public score {result.get('public_score')} for {path.name} on {slug}{extra}")
+    print(f"public score {result.get('public_score')} for {name} on {slug}{extra}")
     return 0

@@ -9,10 +9,12 @@ and keeps the weights of the best epoch by val_accuracy. Returns the model, its 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,6 +101,20 @@ class FitResult:
     model: Any
     history: dict[str, list[float]]
     metrics: FitMetrics
+    resumed_from: int = 0  # epochs restored from the checkpoint
+
+
+def read_checkpoint(folder: Path | None) -> dict[str, Any] | None:
+    """The state a checkpointed fit saved (see ``callbacks.Checkpoint``), or None."""
+    if folder is None:
+        return None
+    try:
+        state = json.loads((Path(folder) / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (Path(folder) / str(state.get("weights", ""))).is_file():
+        return None
+    return state
 
 
 def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
@@ -207,12 +223,13 @@ def augmentation_layers(augment: str, seed: int = 0, image_shape=(28, 28, 1)):
     return keras.Sequential(layers, name="augment_" + "_".join(parts))
 
 
-def _callbacks(settings: TrainSettings, deadline: When | None, keep_best: bool):
-    """(Keras callbacks, the ones whose state fit reads afterwards)."""
+def _callbacks(settings: TrainSettings, deadline: When | None, keep_best: bool, state: dict | None):
+    """(Keras callbacks, and the ones whose state fit reads afterwards)."""
     import keras
 
     from pipeline import callbacks
 
+    initial = state["epoch"] if state else 0
     timer = callbacks.EpochTimer()
     cbs: list[Any] = [timer, keras.callbacks.TerminateOnNaN()]
     best = None
@@ -225,22 +242,27 @@ def _callbacks(settings: TrainSettings, deadline: When | None, keep_best: bool):
             restore_best_weights=True,
         )
         cbs.append(best)
+    schedule = None
     if settings.schedule == "cosine":
-        cbs.append(callbacks.CosineToDeadline(settings.learning_rate, settings.epochs, deadline))
+        planned = state.get("planned_epochs") if state else None
+        schedule = callbacks.CosineToDeadline(
+            settings.learning_rate, settings.epochs, deadline, planned
+        )
+        cbs.append(schedule)
     elif settings.reduce_lr:
         cbs.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_accuracy", factor=0.5, patience=3, min_lr=1e-5, verbose=0
             )
         )
-    if settings.warmup_epochs > 0:
+    if settings.warmup_epochs > initial:
         # after the schedule's own callback: it scales the rate that one set for the epoch
-        cbs.append(callbacks.Warmup(settings.warmup_epochs))
+        cbs.append(callbacks.Warmup(settings.warmup_epochs, initial))
     stopper = None
     if deadline is not None:
         stopper = callbacks.Deadline(deadline)
         cbs.append(stopper)
-    return cbs, timer, best, stopper
+    return cbs, timer, best, stopper, schedule
 
 
 def fit(
@@ -253,14 +275,20 @@ def fit(
     deadline: When | None = None,
     verbose: int | None = None,
     keep_best: bool = True,
+    checkpoint: Path | None = None,
 ) -> FitResult:
     """Compile ``model`` with ``settings`` and train it on (x_train, y_train, x_val, y_val).
 
     ``deadline`` (``time.monotonic()`` seconds, or a function returning them, re-read after every
     epoch) stops training after the epoch that reaches it. A NaN/inf loss raises
-    ``FloatingPointError``."""
+    ``FloatingPointError``. With ``checkpoint`` (a folder; use with ``keep_best=False``) the fit
+    saves its state every epoch and, when the folder holds one, resumes from it: the same
+    weights, optimizer state, epoch, history and schedule. A SIGINT/SIGTERM
+    (:mod:`pipeline.interrupt`) ends training after the current batch, checkpoint saved."""
     import keras
 
+    from pipeline import callbacks as pcb
+    from pipeline import interrupt
     from pipeline.device import configure_runtime
 
     info = configure_runtime()
@@ -273,7 +301,20 @@ def fit(
         metrics=["accuracy"],
         jit_compile=info.get("jit_compile", False),
     )
-    cbs, timer, best, stopper = _callbacks(settings, deadline, keep_best)
+    state = read_checkpoint(checkpoint)
+    if state is not None:
+        try:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(Path(checkpoint) / state["weights"])
+        except (OSError, ValueError):
+            state = None  # unreadable: train from the start
+    initial = state["epoch"] if state else 0
+    cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
+    saver = None
+    if checkpoint is not None:
+        saver = pcb.Checkpoint(checkpoint, state["history"] if state else {}, schedule)
+        cbs.append(saver)
+    cbs.append(pcb.StopOnSignal(saver))
     train_ds = make_dataset(
         x_train,
         y_train,
@@ -287,20 +328,24 @@ def fit(
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t0 = time.perf_counter()
-    hist = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=settings.epochs,
-        callbacks=cbs + list(callbacks or []),
-        verbose=verbose,
-        shuffle=False,  # tf.data shuffles
-    )
+    with interrupt.training():
+        hist = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=settings.epochs,
+            initial_epoch=initial,
+            callbacks=cbs + list(callbacks or []),
+            verbose=verbose,
+            shuffle=False,  # tf.data shuffles
+        )
     seconds = time.perf_counter() - t0
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    if saver is not None:  # the history from the first epoch, resumed or not
+        history = {k: list(v) for k, v in saver.history.items()}
+    else:
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     losses = history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise FloatingPointError("loss became NaN/inf; lower the learning rate")
-    history["seconds"] = [round(s, 3) for s in timer.seconds]
     epochs_run = len(losses)
     b = best.best_epoch if best is not None and best.best_weights is not None else epochs_run - 1
     b = max(b, 0)
@@ -311,6 +356,7 @@ def fit(
         values = history.get(key) or [float("nan")]
         return values[min(b, len(values) - 1)]
 
+    trained = len(timer.seconds)  # epochs trained in this call (not restored)
     metrics = FitMetrics(
         val_accuracy=at("val_accuracy"),
         val_loss=at("val_loss"),
@@ -319,14 +365,14 @@ def fit(
         best_epoch=b + 1,
         epochs_run=epochs_run,
         seconds=round(seconds, 2),
-        train_images_per_second=round(len(x_train) * epochs_run / max(sum(timer.seconds), 1e-9), 1),
+        train_images_per_second=round(len(x_train) * trained / max(sum(timer.seconds), 1e-9), 1),
         params=int(total),
         trainable_params=int(trainable),
         stopped_by_deadline=bool(stopper and stopper.hit),
         device=info["device"],
         bn_momentum=bn_momentum,
     )
-    return FitResult(model, history, metrics)
+    return FitResult(model, history, metrics, resumed_from=initial)
 
 
 def _all_layers(layer):

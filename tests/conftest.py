@@ -75,6 +75,27 @@ def write_layout(
         # the sample submission lists the ids in another order than the test file
         sample = pd.DataFrame({"id": np.arange(n_test)[::-1], "label": classes[0]})
         names = ("train.csv", "test.csv", "sample_submission.csv")
+    elif style == "fer":
+        # FER2013: one "pixels" column of space-separated values, a Usage column in train
+        strings = [" ".join(map(str, row)) for row in x]
+        train = pd.DataFrame({"emotion": y, "pixels": strings})
+        train["Usage"] = np.where(np.arange(n_train) % 5 == 0, "PublicTest", "Training")
+        test = pd.DataFrame(
+            {"id": np.arange(n_test), "pixels": [" ".join(map(str, r)) for r in xt]}
+        )
+        sample = pd.DataFrame({"id": test["id"], "emotion": classes[0]})
+        names = ("train.csv", "test.csv", "sample_submission.csv")
+    elif style == "rgb":
+        # CIFAR-style rows: label, pixel0..pixel(3*side*side-1), channel-last
+        y, x = make_images(n_train, n_pix * 3, classes, rng)
+        _, xt = make_images(n_test, n_pix * 3, classes, rng)
+        pix = [f"pixel{i}" for i in range(n_pix * 3)]
+        train = pd.DataFrame(x, columns=pix)
+        train.insert(0, "label", y)
+        test = pd.DataFrame(xt, columns=pix)
+        test.insert(0, "id", np.arange(n_test))
+        sample = pd.DataFrame({"id": test["id"], "label": classes[0]})
+        names = ("train.csv", "test.csv", "sample_submission.csv")
     elif style == "sign":
         pix = [f"pixel{i}" for i in range(1, n_pix + 1)]
         train = pd.DataFrame(x, columns=pix)

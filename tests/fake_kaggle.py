@@ -33,6 +33,14 @@ class FakeKaggle:
     )
     submitted: list[dict[str, Any]] = field(default_factory=list)
     list_calls: int = 0
+    # kernels: the statuses GetKernelSessionStatus reports, one per call (last repeats), the
+    # output files and log of the run, whether competitions take kernel submissions only
+    kernel_statuses: list[str] = field(default_factory=lambda: ["COMPLETE"])
+    kernel_failure: str = ""
+    kernel_files: dict[str, bytes] = field(default_factory=dict)
+    kernel_log: str = ""
+    code_competition: bool = False
+    status_calls: int = 0
 
     def methods(self) -> list[str]:
         return [r["method"] for r in self.requests]
@@ -53,6 +61,10 @@ class FakeKaggle:
             self.uploads[token] = body
             self.requests.append({"method": "Upload", "token": token})
             return _json(200, {})
+        if verb == "GET" and path.startswith("/kernel-output/"):
+            name = path.rsplit("/", 1)[1]
+            self.requests.append({"method": "GetOutputFile", "name": name})
+            return 200, {"Content-Type": "application/octet-stream"}, self.kernel_files[name]
         if verb == "GET" and path.startswith("/files/"):
             self.requests.append({"method": "GetZip", "path": path})
             return 200, {"Content-Type": "application/zip"}, self.zip_bytes
@@ -101,6 +113,24 @@ class FakeKaggle:
                     "versionNumber": 1,
                 },
             )
+        if method == "GetKernelSessionStatus":
+            i = min(self.status_calls, len(self.kernel_statuses) - 1)
+            self.status_calls += 1
+            status = self.kernel_statuses[i]
+            failure = self.kernel_failure if status == "ERROR" else None
+            return _json(200, {"status": status, "failureMessage": failure})
+        if method == "ListKernelSessionOutput":
+            files = [{"fileName": n, "url": f"http://localhost/kernel-output/{n}"}
+                     for n in self.kernel_files]  # fmt: skip
+            return _json(200, {"files": files, "log": self.kernel_log})
+        if method == "ListCompetitions":
+            comp = {"ref": f"https://www.kaggle.com/competitions/{payload.get('search', '')}",
+                    "isKernelsSubmissionsOnly": self.code_competition}  # fmt: skip
+            return _json(200, {"competitions": [comp]})
+        if method == "CreateCodeSubmission":
+            ref = 1000 + len(self.submitted)
+            self.submitted.append({**payload, "ref": ref})
+            return _json(200, {"message": "Successfully submitted", "ref": ref})
         if method == "DownloadDataFiles":
             return 302, {"Location": "http://localhost/files/competition.zip"}, b""
         return _json(404, {"code": 404, "message": f"fake Kaggle has no {method}"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -138,3 +139,99 @@ def test_missing_package_is_one_line(tmp_path, fake):
     assert proc.stderr.strip() == (
         "error: the kernel lacks the nosuchpkg package; pick a recent Python image"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# push -> wait -> output -> submit, against the fake Kaggle with the real client
+
+
+def _log(*lines):
+    return json.dumps([{"stream_name": "stdout", "time": i, "data": f"{x}\n"}
+                       for i, x in enumerate(lines)])  # fmt: skip
+
+
+@pytest.fixture
+def round_trip(fake, tmp_path, monkeypatch):
+    """A local copy of the competition (for validation) and a kernel run that produced a valid
+    submission.csv."""
+    from conftest import write_layout
+
+    comp = write_layout(tmp_path / "comp", "ece657a", n_train=30, n_test=6, side=4)
+    sample = (comp / "sample_submission.csv").read_text()
+    fake.kernel_files = {"submission.csv": sample.encode(), "report.html": b"<html></html>"}
+    fake.kernel_log = _log("tune: study ...", "tune: done in 3400 s", "/kaggle/working/x.csv")
+    monkeypatch.setenv("PIPELINE_KERNEL_POLL", "0.01")
+    monkeypatch.setenv("PIPELINE_SUBMIT_POLL", "0.01")
+    return comp
+
+
+def _kernel(tmp_path, comp, *extra):
+    return ["kernel", "--competition", SLUG, "--out", str(tmp_path / "kernel"), "--data",
+            str(comp), "--submissions", str(tmp_path / "subs"), "--push", *extra]  # fmt: skip
+
+
+def test_push_wait_downloads_and_validates_the_output(fake, round_trip, tmp_path, capsys):
+    fake.kernel_statuses = ["QUEUED", "QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    assert main(_kernel(tmp_path, round_trip, "--wait")) == 0
+    out, err = capsys.readouterr()
+    output = tmp_path / "kernel" / "output"
+    assert out.strip() == str(output / "submission.csv")
+    for state in ("queued", "running", "complete"):
+        assert re.search(rf"kernel: tester/fashion-mnist-tune {state} after \d+ s", err), err
+    assert "is a valid submission (6 rows)" in err
+    assert (output / "report.html").is_file() and (output / "fashion-mnist-tune.log").is_file()
+    assert fake.status_calls == 5 and "CreateSubmission" not in fake.methods()
+
+
+def test_errored_kernel_is_one_line_with_its_log_and_exit_1(fake, round_trip, tmp_path, capsys):
+    fake.kernel_statuses = ["RUNNING", "ERROR"]
+    fake.kernel_failure = "Your notebook tried to allocate more memory than is available."
+    fake.kernel_log = _log("tune: trial 3 ...", "Traceback (most recent call last):",
+                           "MemoryError: cannot allocate")  # fmt: skip
+    code = main(_kernel(tmp_path, round_trip, "--wait", "--submit"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: kernel tester/fashion-mnist-tune error:")
+    assert "more memory than is available" in err[-1] and "MemoryError: cannot allocate" in err[-1]
+    assert not [x for x in err if x.startswith("Traceback")]
+    assert "CreateSubmission" not in fake.methods()
+
+
+def test_cancelled_kernel_exits_1(fake, round_trip, tmp_path, capsys):
+    fake.kernel_statuses = ["RUNNING", "CANCEL_ACKNOWLEDGED"]
+    assert main(_kernel(tmp_path, round_trip, "--wait")) == 1
+    assert "cancel acknowledged" in capsys.readouterr().err
+
+
+def test_submit_uploads_the_output_of_an_ordinary_competition(fake, round_trip, tmp_path, capsys):
+    fake.kernel_statuses = ["RUNNING", "COMPLETE"]
+    assert main(_kernel(tmp_path, round_trip, "--wait", "--submit")) == 0
+    out = capsys.readouterr().out
+    assert "public score 0.91230 for submission.csv" in out
+    assert "CreateSubmission" in fake.methods() and "CreateCodeSubmission" not in fake.methods()
+    uploaded = next(iter(fake.uploads.values()))
+    assert uploaded == fake.kernel_files["submission.csv"]
+
+
+def test_submit_a_code_competition_submits_the_kernel_version(fake, round_trip, tmp_path,
+                                                               capsys):  # fmt: skip
+    fake.code_competition = True
+    fake.kernel_statuses = ["COMPLETE"]
+    assert main(_kernel(tmp_path, round_trip, "--wait", "--submit")) == 0
+    body = next(r["body"] for r in fake.requests if r["method"] == "CreateCodeSubmission")
+    assert body["kernelSlug"] == "fashion-mnist-tune" and body["kernelVersion"] == 1
+    assert body["competitionName"] == SLUG and body["fileName"] == "submission.csv"
+    assert "public score 0.91230" in capsys.readouterr().out
+    assert not fake.uploads
+
+
+def test_submit_kernel_command_for_code_competitions(fake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PIPELINE_SUBMIT_POLL", "0.01")
+    args = ["submit", "--competition", SLUG, "--kernel", "tester/my-kernel", "--version", "3",
+            "--submissions", str(tmp_path / "subs")]  # fmt: skip
+    assert main(args) == 0
+    body = next(r["body"] for r in fake.requests if r["method"] == "CreateCodeSubmission")
+    assert body["kernelSlug"] == "my-kernel" and body["kernelVersion"] == 3
+    assert "public score" in capsys.readouterr().out
+    log = (tmp_path / "subs" / "log.csv").read_text()
+    assert "kernel:tester/my-kernel" in log
+    assert main(["submit", "--kernel", "nonsense", "--competition", SLUG]) == 2

@@ -80,20 +80,33 @@ def parse_competition(
     pixel_cols = L.pixel_columns(
         train_cols, test_cols, label_col, train_id, test_id, files.test, files.train.name
     )
-    shape = L.infer_image_shape(len(pixel_cols), image_shape, str(files.train))
     classes, y = L.encode_labels(train[label_col], label_col, files.train)
-
-    raw_train = P.check_pixels(train, pixel_cols, files.train)
-    raw_test = P.check_pixels(test, pixel_cols, files.test)  # test columns ordered like train
+    string = len(pixel_cols) == 1 and P.is_pixel_string(train[pixel_cols[0]])
+    if string:  # FER2013 style: one column of space-separated numbers per image
+        col = pixel_cols[0]
+        raw_train, n = P.parse_pixel_strings(train[col], col, files.train)
+        raw_test, _ = P.parse_pixel_strings(test[col], col, files.test, expected=n)
+        shape = L.infer_image_shape(n, image_shape, f"{files.train} column {col!r}")
+        names = P.string_pixel_names(col, n)
+    else:
+        shape = L.infer_image_shape(len(pixel_cols), image_shape, str(files.train))
+        raw_train = P.check_pixels(train, pixel_cols, files.train)
+        raw_test = P.check_pixels(test, pixel_cols, files.test)  # columns ordered like train
+        names = pixel_cols
+    n_train, n_test = len(train), len(test)
+    id_frame = test[[test_id]] if test_id is not None else None
+    del train, test  # the frames' pixels (hundreds of MB for 60,000 rows): freed before converting
     scale = P.pixel_scale(raw_train, raw_test)
-    x_train = P.to_images(P.to_uint8(raw_train, scale, pixel_cols, files.train), shape,
-                          channels_first)  # fmt: skip
-    x_test = P.to_images(P.to_uint8(raw_test, scale, pixel_cols, files.test), shape, channels_first)
+    x_train = P.to_images(P.to_uint8(raw_train, scale, names, files.train), shape, channels_first)
+    del raw_train
+    x_test = P.to_images(P.to_uint8(raw_test, scale, names, files.test), shape, channels_first)
+    del raw_test
+    ignored = [c for c in train_cols + test_cols if c.lower() in L.META_NAMES]
 
-    ids = L.read_test_ids(test, test_id, files.test)
+    ids = L.read_test_ids(id_frame, test_id, files.test)
     if sample is not None:
         sub_ids = L.submission_ids(
-            sample, id_col, ids, test_id, len(test), files.sample_submission, files.test
+            sample, id_col, ids, test_id, n_test, files.sample_submission, files.test
         )
         columns = [str(c) for c in sample.columns]
     else:
@@ -102,14 +115,14 @@ def parse_competition(
     if ids is None:
         # no id column in the test file: the sample submission's ids in row order, else
         # Digit-Recognizer style 1-based ImageIds
-        ids = sub_ids if sub_ids is not None else np.arange(1, len(test) + 1).astype(str)
+        ids = sub_ids if sub_ids is not None else np.arange(1, n_test + 1).astype(str)
     layout = L.Layout(
         competition=competition or files.folder.resolve().name,
         train_file=str(files.train),
         test_file=str(files.test),
         sample_submission_file=str(files.sample_submission) if files.sample_submission else None,
-        n_train=len(train),
-        n_test=len(test),
+        n_train=n_train,
+        n_test=n_test,
         image_shape=shape,
         classes=[L.py(c) for c in classes],
         label_column=label_col,
@@ -118,6 +131,8 @@ def parse_competition(
         pixel_scale=scale,
         submission_columns=columns,
         channels_first=channels_first,
+        pixel_format="string" if string else "columns",
+        ignored_columns=sorted(set(ignored)),
     )
     return Dataset(
         layout=layout,

@@ -17,6 +17,10 @@ from pipeline.errors import PipelineError
 
 LABEL_NAMES = ("label", "labels", "target", "class", "y")
 ID_NAMES = ("id", "imageid", "image_id")
+# columns that describe a row but are not pixels: FER2013's "Usage" (Training / PublicTest /
+# PrivateTest, the original split). They are left out of the features; every labelled row of the
+# train file trains, whatever its Usage, and the test file is predicted whole.
+META_NAMES = ("usage",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Layout:
     pixel_scale: str
     submission_columns: list[str] = field(default_factory=list)
     channels_first: bool = False
+    pixel_format: str = "columns"  # one column per pixel, or "string": one column of numbers
+    ignored_columns: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,10 +98,11 @@ def pixel_columns(
     train_cols: list[str], test_cols: list[str], label: str, train_id: str | None,
     test_id: str | None, test_src, train_name: str,
 ) -> list[str]:  # fmt: skip
-    """Every train column but the label and id; the test file must have the same ones."""
+    """Every train column but the label, the id and the row descriptions (META_NAMES); the
+    test file must have the same ones."""
     drop = {label} | ({train_id} if train_id else set())
-    pixels = [c for c in train_cols if c not in drop]
-    test_pixels = [c for c in test_cols if c != test_id]
+    pixels = [c for c in train_cols if c not in drop and c.lower() not in META_NAMES]
+    test_pixels = [c for c in test_cols if c != test_id and c.lower() not in META_NAMES]
     if set(pixels) != set(test_pixels):
         missing = [c for c in pixels if c not in test_pixels][:3]
         extra = [c for c in test_pixels if c not in pixels][:3]
@@ -109,12 +116,13 @@ def pixel_columns(
 def infer_image_shape(
     n_pixels: int, image_shape: tuple[int, int, int] | None, where: str
 ) -> tuple[int, int, int]:
-    """H,W,C from the pixel count: a square is HxWx1, 3072 is 32x32x3, else ``--image-shape``."""
+    """H,W,C from the pixel count: a square is HxWx1, 3072 is 32x32x3, else ``--image-shape``.
+    ``where`` names the file (and the column of a pixel-string layout)."""
     if image_shape is not None:
         if math.prod(image_shape) != n_pixels:
             raise PipelineError(
                 f"{where}: --image-shape {','.join(map(str, image_shape))} needs "
-                f"{math.prod(image_shape)} pixel columns, the file has {n_pixels}"
+                f"{math.prod(image_shape)} pixels, the file has {n_pixels}"
             )
         return tuple(image_shape)  # type: ignore[return-value]
     side = math.isqrt(n_pixels)
@@ -122,8 +130,9 @@ def infer_image_shape(
         return (side, side, 1)
     if n_pixels == 3072:
         return (32, 32, 3)
+    what = "pixel columns" if " column " not in where else "pixel values per row"
     raise PipelineError(
-        f"{where}: {n_pixels} pixel columns is not a square image; pass --image-shape H,W,C"
+        f"{where}: {n_pixels} {what} is not a square image; pass --image-shape H,W,C"
     )
 
 

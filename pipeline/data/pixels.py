@@ -5,6 +5,9 @@ Every error names the file, the row (1-based, and its line in the CSV) and the c
 
 from __future__ import annotations
 
+import io
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -76,3 +79,70 @@ def to_images(flat: np.ndarray, shape: tuple[int, int, int], channels_first: boo
     if channels_first:
         return np.ascontiguousarray(flat.reshape(-1, c, h, w).transpose(0, 2, 3, 1))
     return flat.reshape(-1, h, w, c)
+
+
+def is_pixel_string(column: pd.Series) -> bool:
+    """True for a text column whose cells are numbers separated by spaces or commas (FER2013's
+    ``pixels``), judged on most of its first cells (a bad cell among them is reported later, by
+    row, when the column is parsed)."""
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return False
+    head = column.dropna().astype(str).head(20)
+
+    def numbers(cell: str) -> bool:
+        tokens = cell.replace(",", " ").split()
+        return len(tokens) >= 2 and all(_is_number(t) for t in tokens[:50])
+
+    return not head.empty and sum(map(numbers, head)) >= 0.8 * len(head)
+
+
+def string_pixel_names(column: str, n: int) -> list[str]:
+    """Names for the values of a pixel-string column, as errors show them."""
+    return [f"{column} (value {i + 1})" for i in range(n)]
+
+
+def parse_pixel_strings(column: pd.Series, name: str, src, expected: int | None = None):
+    """(values as a float array (N, P), P) from a column of space/comma-separated numbers.
+
+    All cells are parsed at once by pandas' C parser (no Python loop per row). Every row must
+    hold ``expected`` values (default: the most common count among the first rows); a missing,
+    extra or non-numeric value is a one-line error naming the file, row and column."""
+    cells = column.astype(str).str.replace(",", " ", regex=False)
+    if expected is None:
+        counts = Counter(len(c.split()) for c in cells.head(200))
+        expected = counts.most_common(1)[0][0]
+    try:
+        block = pd.read_csv(
+            io.StringIO("\n".join(cells)), sep=r"\s+", header=None, names=range(expected),
+            dtype=np.float64, skip_blank_lines=False, engine="c",
+        )  # fmt: skip
+    except ValueError as exc:  # pandas' ParserError is a ValueError: an extra value, or a word
+        raise _string_error(cells, name, src, expected, str(exc)) from None
+    values = block.to_numpy()
+    if len(values) != len(cells) or np.isnan(values).any():
+        raise _string_error(cells, name, src, expected, "")
+    return values, expected
+
+
+def _string_error(cells: pd.Series, name: str, src, expected: int, detail: str) -> PipelineError:
+    """Find the first bad row (only on the error path, so a loop is fine) and say what is wrong."""
+    for row, cell in enumerate(cells):
+        tokens = cell.split()
+        bad = next((t for t in tokens if not _is_number(t)), None)
+        where = f"{src}: row {row + 1} (line {row + 2}), column {name!r}"
+        if bad is not None:
+            return PipelineError(f"{where}: non-numeric pixel {bad!r}; fix or drop that row")
+        if len(tokens) != expected:
+            return PipelineError(
+                f"{where}: {len(tokens)} pixel values, expected {expected} like the other rows; "
+                "fix or drop that row"
+            )
+    return PipelineError(f"{src}: column {name!r} cannot be read as pixels ({detail[:120]})")
+
+
+def _is_number(token: str) -> bool:
+    try:
+        value = float(token)
+    except ValueError:
+        return False
+    return not np.isnan(value)

@@ -101,7 +101,15 @@ def run_entries(comp_dir: Path, run_id: str | None = None) -> list[ReportEntry]:
     return out
 
 
-def trial_entries(study, seed: int, limit: int | None) -> list[ReportEntry]:
+def _trial_model(recorded: str | None, local: Path) -> Path | None:
+    """The trial's model on this machine: its recorded path, else the local copy of an
+    artifact-store upload."""
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    return local if local.exists() else None
+
+
+def trial_entries(study, seed: int, limit: int | None, models_dir: Path) -> list[ReportEntry]:
     """One entry per completed trial of ``study``."""
     import optuna
 
@@ -117,7 +125,7 @@ def trial_entries(study, seed: int, limit: int | None) -> list[ReportEntry]:
                 metrics=metrics,
                 settings=r.settings,
                 history=history_frame(r.history).drop(columns=["epoch"], errors="ignore"),
-                model_path=Path(r.model_path) if r.model_path else None,
+                model_path=_trial_model(r.model_path, models_dir / f"trial-{t.number}.keras"),
                 seed=seed,
                 limit=limit,
             )

@@ -117,7 +117,8 @@ def build_report(
             tuned = json.loads(saved.read_text()) if saved.is_file() else {}
             seed = tuned.get("seed", opts.seed)
             limit = tuned.get("limit", getattr(opts, "limit", None))
-            entries += trial_entries(study, seed, limit) + final_entries(comp, seed)
+            entries += trial_entries(study, seed, limit, comp / "tune" / "models")
+            entries += final_entries(comp, seed)
     if not entries:
         raise PipelineError(
             f"{comp}: nothing to report yet; run ./run.sh train --model NAME or ./run.sh tune"

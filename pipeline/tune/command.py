@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from pipeline import artifacts
+from pipeline import artifacts, interrupt
 from pipeline.errors import PipelineError
 from pipeline.options import TuneOptions
 from pipeline.tune import log
@@ -13,11 +13,24 @@ from pipeline.tune.budget import Budget, CostModel, TunePlan
 
 
 def choose_models(
-    opts: TuneOptions, plan: TunePlan, cost: CostModel, n_train: int, n_val: int, models
-) -> list[str]:
-    """The searched entries: ``--models`` as given, else the default space less the entries
-    that cannot finish an epoch in a quarter of the search's share on a CPU."""
-    if opts.models or plan.device != "CPU":
+    opts: TuneOptions, plan: TunePlan, cost: CostModel, n_train: int, n_val: int, models,
+    image_shape=(28, 28, 1), num_classes: int = 10,
+) -> list[str]:  # fmt: skip
+    """The searched entries: on a GPU those that take its settings (mixed precision); on a CPU
+    ``--models`` as given, else the default space less the entries that cannot finish an epoch
+    in a quarter of the search's share."""
+    if plan.device == "GPU":
+        from pipeline.device import gpu_problem
+
+        kept = []
+        for m in models:
+            reason = gpu_problem(m, image_shape, num_classes)
+            if reason:
+                log(f"GPU: leaving out {m} ({reason})")
+            else:
+                kept.append(m)
+        return kept
+    if opts.models:
         return list(models)
     share = (plan.timeout - plan.reserve) / 4
     slow = [m for m in models if cost.epoch_seconds(m, n_train, n_val) > share]
@@ -35,12 +48,20 @@ def run(opts: TuneOptions) -> int:
     from pipeline.models import get_entry
     from pipeline.search_space import DEFAULT_MODELS
     from pipeline.tune.budget import cost_model, make_plan
-    from pipeline.tune.final import final_stage
+    from pipeline.tune.final import final_stage, has_checkpoint
     from pipeline.tune.objective import Objective
     from pipeline.tune.search import print_top, run_search, trials_frame
-    from pipeline.tune.study import create_or_load_study, make_pruner, make_sampler, storage_url
+    from pipeline.tune.store import open_store
+    from pipeline.tune.study import (
+        check_data,
+        create_or_load_study,
+        make_pruner,
+        make_sampler,
+        storage_url,
+    )
 
     budget = Budget.start(opts.timeout)
+    interrupt.install()
     device = configure_runtime()["device"]
     ds = load(opts)
     plan = make_plan(opts, len(ds.y_train), device)
@@ -52,9 +73,17 @@ def run(opts: TuneOptions) -> int:
     study = create_or_load_study(
         url, name, make_sampler(opts.seed), make_pruner(opts.pruner, plan.max_epochs)
     )
+    check_data(study, url, {"competition": ds.competition, "seed": opts.seed,
+                            "limit": opts.limit, "search_rows": plan.search_rows})  # fmt: skip
     opts.save(tune_dir / "config.json")
     if opts.final_only:
         print(final_stage(opts, plan, ds, study, budget))
+        return 0
+    if has_checkpoint(tune_dir) and not opts.search_only:
+        log("an interrupted final fit was found: going straight to the final stage")
+        path = final_stage(opts, plan, ds, study, budget.with_reserve(budget.left()))
+        log(f"done in {budget.elapsed():.0f} s")
+        print(path)
         return 0
 
     for m in opts.models:
@@ -63,11 +92,12 @@ def run(opts: TuneOptions) -> int:
     data = search_split(split, plan.search_rows, opts.seed)
     candidates = list(opts.models or DEFAULT_MODELS)
     cost = cost_model(ds, candidates, comp_dir / "cost.json")
-    models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates)
+    models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates,
+                           ds.image_shape, ds.num_classes)  # fmt: skip
     if not models:
         raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
-    objective = Objective(ds, data, models, plan.max_epochs, budget, cost,
-                          tune_dir / "models", opts.seed)  # fmt: skip
+    objective = Objective(ds, data, models, plan.max_epochs, budget, cost, tune_dir / "models",
+                          opts.seed, open_store(opts.artifact_store))  # fmt: skip
     n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
     log(
         f"study {name!r} in {url} ({n_done} completed trials), {len(models)} architectures, "

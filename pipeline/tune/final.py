@@ -8,6 +8,8 @@ then predicts the test set with the final fit (on a CPU, where trials saw a slic
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +19,26 @@ from pipeline.data import Dataset, holdout, search_split
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_write_text
 from pipeline.options import TuneOptions
-from pipeline.records import FlipDecision, TuneResult, read_trial, save_json
+from pipeline.records import FlipDecision, TuneResult, load_json, read_trial, save_json
 from pipeline.tune import log
 from pipeline.tune.budget import Budget, TunePlan
-from pipeline.tune.objective import holdout_probs_path
+from pipeline.tune.objective import trial_files
 from pipeline.tune.search import completed, print_top, trials_frame
+from pipeline.tune.store import open_store
 
 ENSEMBLE_AUTO_MAX = 3
+CHECKPOINT = "final-checkpoint"  # under tune/: the final fit's state, every epoch
 
 
-def choose_ensemble(trials: list, requested: int | str, y_val: np.ndarray):
-    """(chosen trials, {k: holdout accuracy of the top-k average}) from the probabilities each
-    trial kept; ``auto`` takes the best k <= 3, the smallest on ties."""
+def choose_ensemble(trials: list, files: dict, requested: int | str, y_val: np.ndarray):
+    """(chosen trials, {k: validation accuracy of the top-k average}) from the probabilities
+    each trial kept (``files``: trial number -> (model, probabilities) paths); ``auto`` takes
+    the best k <= 3, the smallest on ties."""
     candidates = trials[: (ENSEMBLE_AUTO_MAX if requested == "auto" else int(requested))]
     probs = []
     for t in candidates:
-        f = holdout_probs_path(read_trial(t).model_path)
-        probs.append(np.load(f) if f.exists() else None)
+        f = files[t.number][1]
+        probs.append(np.load(f) if f is not None and f.exists() else None)
     scores: dict[int, float] = {}
     for k in range(1, len(candidates) + 1):
         if any(p is None or len(p) != len(y_val) for p in probs[:k]):
@@ -47,7 +52,7 @@ def choose_ensemble(trials: list, requested: int | str, y_val: np.ndarray):
     return candidates[:k], scores
 
 
-def flip_decision(opts: TuneOptions, model_path: str, x_val, y_val, k: int) -> FlipDecision:
+def flip_decision(opts: TuneOptions, model_path: Path, x_val, y_val, k: int) -> FlipDecision:
     """``--flip on/off``, or measured with the best trial's model on the trials' validation
     images (see :mod:`pipeline.tune.flip`)."""
     from pipeline.predict import load_model
@@ -79,11 +84,20 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     tune_dir.mkdir(parents=True, exist_ok=True)
     frame = trials_frame(study)
     atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
-    done = [
-        t
-        for t in completed(study)
-        if read_trial(t).model_path and Path(read_trial(t).model_path).exists()
-    ]
+    store = open_store(opts.artifact_store)
+    models_dir = tune_dir / "models"
+    wanted = ENSEMBLE_AUTO_MAX if opts.ensemble == "auto" else int(opts.ensemble)
+    files, done = {}, []
+    for t in completed(study):  # best first; models come from disk or the artifact store
+        if len(done) >= max(wanted, 1):
+            break
+        r = read_trial(t)
+        if not (r.model_path or r.model_artifact):
+            continue
+        model_file, probs_file = trial_files(t, models_dir, store)
+        if model_file is not None:
+            files[t.number] = (model_file, probs_file)
+            done.append(t)
     if not done:
         raise PipelineError(
             f"study {study.study_name!r} has no completed trial with a saved model; run "
@@ -91,19 +105,27 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
         )
     split = holdout(ds, opts.seed, opts.limit)
     _, _, x_sv, y_sv = search_split(split, plan.search_rows, opts.seed)
-    chosen, trial_scores = choose_ensemble(done, opts.ensemble, y_sv)
+    chosen, trial_scores = choose_ensemble(done, files, opts.ensemble, y_sv)
     log(
         "final: validation accuracy of the top-k ensembles: "
         + ", ".join(f"k={i}: {s:.4f}" for i, s in trial_scores.items())
         + f"; using k={len(chosen)}"
     )
+    checkpoint = tune_dir / CHECKPOINT
+    resumed = resume_plan(checkpoint, done) if plan.final_fit and not opts.refit else None
+    if resumed is not None:
+        chosen, flip = resumed
     best = read_trial(chosen[0])
-    flip = flip_decision(opts, best.model_path, x_sv, y_sv, ds.num_classes)
+    if resumed is None:
+        flip = flip_decision(opts, files[chosen[0].number][0], x_sv, y_sv, ds.num_classes)
+        if plan.final_fit and not opts.refit:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # another fit's state: start afresh
+            save_json(checkpoint / "plan.json", FinalPlan(chosen[0].number, flip))
     x_va, y_va = split[2], split[3]
     fitted, model, honest = None, None, True
     if plan.final_fit and not opts.refit:
         out = final_fit(ds, split, chosen[0].number, best, budget, opts.final_max_epochs,
-                        opts.tta, flip, opts.seed, tune_dir)  # fmt: skip
+                        opts.tta, flip, opts.seed, tune_dir, checkpoint, store, study)  # fmt: skip
         if out is not None:
             model, fitted = out
             chosen = chosen[:1]
@@ -111,9 +133,7 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
         model = refit_best(ds, chosen[0].number, best, budget)
         if model is not None:
             chosen, honest = chosen[:1], False  # the holdout is in its training rows
-    models = [model] if model is not None else [
-        load_model(Path(read_trial(t).model_path)) for t in chosen
-    ]  # fmt: skip
+    models = [model] if model is not None else [load_model(files[t.number][0]) for t in chosen]
     test_probs = np.mean(
         [predict_proba(m, ds.x_test, tta=opts.tta, flip=flip.invariant) for m in models], axis=0
     )
@@ -148,8 +168,8 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
         ensemble_holdout_accuracy={str(i): s for i, s in trial_scores.items()},
         tta=opts.tta,
         final_fit=fitted,
-        model_path=fitted.model_path if fitted else best.model_path,
-        model_paths=[read_trial(t).model_path for t in chosen],
+        model_path=fitted.model_path if fitted else str(files[chosen[0].number][0]),
+        model_paths=[str(files[t.number][0]) for t in chosen],
         options=opts.to_dict(),
         flip=flip,
         honest=honest,
@@ -160,4 +180,37 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     opts.save(tune_dir / "config.json")
     print_top(frame)
     meta = {"holdout_accuracy": holdout_acc, "trials": result.ensemble, "study": study.study_name}
-    return write_predictions(ds, test_probs, label, meta, opts.submissions, opts.submission)
+    path = write_predictions(ds, test_probs, label, meta, opts.submissions, opts.submission)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # the submission is written: nothing to resume
+    return path
+
+
+@dataclass(frozen=True)
+class FinalPlan:
+    """What the final fit trains (kept beside its checkpoint, so a rerun resumes that fit)."""
+
+    trial: int
+    flip: FlipDecision
+
+
+def has_checkpoint(tune_dir: Path) -> bool:
+    """True when a final fit was interrupted with its state saved (the rerun resumes it)."""
+    from pipeline.training import read_checkpoint
+
+    return (tune_dir / CHECKPOINT / "plan.json").is_file() and read_checkpoint(
+        tune_dir / CHECKPOINT
+    ) is not None
+
+
+def resume_plan(checkpoint: Path, trials: list):
+    """(chosen trials, flip decision) of an interrupted final fit, or None."""
+    from pipeline.training import read_checkpoint
+
+    try:
+        saved = load_json(FinalPlan, checkpoint / "plan.json")
+    except (OSError, ValueError, TypeError):
+        return None
+    match = [t for t in trials if t.number == saved.trial]
+    if not match or read_checkpoint(checkpoint) is None:
+        return None
+    return match, saved.flip

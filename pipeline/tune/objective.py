@@ -34,10 +34,11 @@ class Objective:
         cost: CostModel,
         models_dir: Path,
         seed: int,
+        store=None,
     ):
         self.ds, self.data, self.models = ds, data, list(models)
         self.max_epochs, self.budget, self.cost = max_epochs, budget, cost
-        self.models_dir, self.seed = Path(models_dir), seed
+        self.models_dir, self.seed, self.store = Path(models_dir), seed, store
         self.failures = 0  # in a row
 
     def epoch_seconds(self, name: str) -> float:
@@ -107,24 +108,32 @@ class Objective:
             self.failures += 1
             raise
         self.failures = 0
-        path = self.keep(trial.number, result.model)
-        write_trial(
-            trial,
-            TrialRecord(metrics=result.metrics, history=result.history, model_path=str(path)),
-        )
+        write_trial(trial, TrialRecord(metrics=result.metrics, history=result.history))
+        write_trial(trial, self.keep(trial, result.model, result.history))
         return float(result.metrics.val_accuracy)
 
-    def keep(self, number: int, model) -> Path:
-        """Save a trial's model and its holdout probabilities (the final stage scores
-        ensembles from them without predicting again)."""
-        from pipeline.artifacts import save_model
+    def keep(self, trial, model, history) -> TrialRecord:
+        """Save a trial's model and its validation probabilities (the final stage scores
+        ensembles from them without predicting again); with an artifact store, upload them and
+        the history, and record artifact ids rather than local paths."""
+        from pipeline.artifacts import save_history, save_model
         from pipeline.predict import predict_proba
+        from pipeline.tune import store as st
 
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        path = self.models_dir / f"trial-{number}.keras"
+        path = self.models_dir / f"trial-{trial.number}.keras"
         save_model(model, path)
-        np.save(self.models_dir / f"trial-{number}.holdout.npy", predict_proba(model, self.data[2]))
-        return path
+        probs = holdout_probs_path(path)
+        np.save(probs, predict_proba(model, self.data[2]))
+        if self.store is None:
+            return TrialRecord(model_path=str(path))
+        hist = self.models_dir / f"trial-{trial.number}.history.csv"
+        save_history(hist, history)
+        return TrialRecord(
+            model_artifact=st.upload(self.store, trial, path),
+            holdout_artifact=st.upload(self.store, trial, probs),
+            history_artifact=st.upload(self.store, trial, hist),
+        )
 
 
 def holdout_probs_path(model_path: str | Path) -> Path:
@@ -133,5 +142,21 @@ def holdout_probs_path(model_path: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".keras") + ".holdout.npy")
 
 
-def trial_model_path(trial) -> str | None:
-    return read_trial(trial).model_path
+def trial_files(trial, models_dir: Path, store=None) -> tuple[Path | None, Path | None]:
+    """(model file, validation probabilities file) of a completed trial on this machine:
+    downloaded from the artifact store when the record names artifacts, else the local files;
+    (None, None) when neither is there."""
+    from pipeline.tune import store as st
+
+    r = read_trial(trial)
+    local = Path(models_dir) / f"trial-{trial.number}.keras"
+    if r.model_artifact and store is not None:
+        model = st.fetch(store, r.model_artifact, local)
+        probs = holdout_probs_path(local)
+        if r.holdout_artifact:
+            st.fetch(store, r.holdout_artifact, probs)
+        return model, probs
+    for path in (Path(r.model_path) if r.model_path else None, local):
+        if path is not None and path.exists():
+            return path, holdout_probs_path(path)
+    return None, None

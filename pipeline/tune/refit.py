@@ -26,6 +26,9 @@ def final_fit(
     flip: FlipDecision,
     seed: int,
     tune_dir: Path,
+    checkpoint: Path | None = None,
+    store=None,
+    study=None,
 ):
     """(model, record), or None when fewer than two epochs fit in what is left of the budget.
 
@@ -40,7 +43,7 @@ def final_fit(
     from pipeline import artifacts, callbacks
     from pipeline.models import build_model
     from pipeline.predict import view_probas, views
-    from pipeline.training import fit, with_flip
+    from pipeline.training import fit, read_checkpoint, with_flip
 
     x_tr, y_tr, x_va, y_va = split
     ips = float(trial.metrics.train_images_per_second if trial.metrics else 0)
@@ -57,12 +60,18 @@ def final_fit(
 
     left = budget.left() - predict_s()
     cap = max_epochs or 10_000
-    epochs = min(int(left // epoch_s), cap)
-    if epochs < 2:
+    resumed = read_checkpoint(checkpoint)
+    done = resumed["epoch"] if resumed else 0
+    epochs = min(int(left // epoch_s) + done, cap)
+    if epochs - done < 2 and not resumed:
         log(f"final: no time to train on the whole split (~{epoch_s:.0f} s/epoch, {left:.0f} s)")
         return None
+    if resumed:
+        log(f"final: resuming {trial.model} from epoch {done} ({checkpoint})")
+    # re-planned to the deadline every epoch; a resumed fit finishes the plan it had
+    planned = (resumed or {}).get("planned_epochs")
     settings = trial.settings.replace(
-        epochs=cap if max_epochs else epochs * 2,  # re-planned to the deadline every epoch
+        epochs=planned or (cap if max_epochs else epochs * 2),
         schedule="cosine",
         warmup_epochs=1.0,
         augment=with_flip(trial.settings.augment, flip.invariant),
@@ -84,6 +93,7 @@ def final_fit(
         deadline=lambda: budget.deadline - predict_s(),
         verbose=0,
         keep_best=False,
+        checkpoint=checkpoint,
         callbacks=[
             callbacks.EpochLog(log, "final: "),
             callbacks.HoldoutTimer(len(y_va), per_image),
@@ -102,6 +112,14 @@ def final_fit(
         f"in use ({len(which)}) {acc_tta:.4f}"
     )
     m = result.metrics
+    uploaded = {}
+    if store is not None and study is not None:  # the study's artifacts: any machine finds them
+        from pipeline.tune.store import upload
+
+        uploaded = dict(
+            model_artifact=upload(store, study, path),
+            history_artifact=upload(store, study, tune_dir / "final_history.csv"),
+        )
     record = FinalFitRecord(
         trial=trial_number,
         model=trial.model,
@@ -117,6 +135,7 @@ def final_fit(
         model_path=str(path),
         settings=settings,
         flip=flip.invariant,
+        **uploaded,
     )
     return result.model, record
 

@@ -85,7 +85,7 @@ class Progress:
             f" | {left:.0f}s left"
         )
         if done:
-            prune_saved_models(study, self.keep)
+            prune_saved_models(study, self.keep, self.objective.models_dir, self.objective.store)
         # once the budget refuses a sampled trial, TPE would only keep sampling refusals
         if self.objective.budget.search_left() < self.objective.cheapest_epoch() or r.refused:
             study.stop()
@@ -122,15 +122,20 @@ def completed(study) -> list:
     return sorted(done, key=lambda t: t.value, reverse=True)
 
 
-def prune_saved_models(study, keep: int) -> None:
-    """Delete the saved models (and holdout probabilities) of completed trials outside the
-    top ``keep``: a long study would otherwise fill the disk."""
-    done = completed(study)
-    for t in done[keep:]:
-        path = read_trial(t).model_path
-        if path:
-            Path(path).unlink(missing_ok=True)
+def prune_saved_models(study, keep: int, models_dir: Path, store=None) -> None:
+    """Delete the saved models (and validation probabilities, and their artifacts) of completed
+    trials outside the top ``keep``: a long study would otherwise fill the disk."""
+    from pipeline.tune.store import remove
+
+    for t in completed(study)[keep:]:
+        r = read_trial(t)
+        for path in {Path(r.model_path) if r.model_path else None,
+                     Path(models_dir) / f"trial-{t.number}.keras"} - {None}:  # fmt: skip
+            path.unlink(missing_ok=True)
             holdout_probs_path(path).unlink(missing_ok=True)
+            path.with_name(f"trial-{t.number}.history.csv").unlink(missing_ok=True)
+        for artifact in (r.model_artifact, r.holdout_artifact, r.history_artifact):
+            remove(store, artifact)
 
 
 def trials_frame(study) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ def make_storage(url: str):
 
         path = url.removeprefix("journal:").removeprefix("///")
         return optuna.storages.JournalStorage(JournalFileBackend(path))
+    # SQLite: a writer waits this long for another process's lock before giving up
+    wait = float(os.environ.get("PIPELINE_SQLITE_TIMEOUT", "60"))
     kwargs: dict[str, Any] = dict(
         heartbeat_interval=max(1, int(beat)),
         grace_period=max(2, int(beat * 3)),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
+        engine_kwargs={"connect_args": {"timeout": wait}} if url.startswith("sqlite") else {},
     )
     # Optuna 4.9 renamed the retry callback; Kaggle kernels may carry an older Optuna
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
@@ -113,8 +116,87 @@ def create_or_load_study(url: str, name: str, sampler=None, pruner=None):
             if attempt < 4 and _creation_race(exc):
                 time.sleep(0.5 + random.random())
                 continue
-            raise PipelineError(f"cannot open Optuna storage {url!r}: {exc}") from None
+            raise storage_error(url, exc) from None
     raise AssertionError("unreachable")
+
+
+def masked(url: str) -> str:
+    """The URL with its password hidden (never print credentials)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (journal file, garbage)
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def storage_error(url: str, exc: Exception) -> PipelineError:
+    """One line for a storage that cannot be opened: which file or URL (password hidden), what
+    went wrong, and what to do."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"\s*\(Background on this error at:.*", "", text)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if path and ("not a database" in text or "malformed" in text or "DatabaseError" in text):
+        return PipelineError(
+            f"{path}: damaged, not an Optuna study database ({text[:120]}); move it aside "
+            f"(mv {path} {path}.bad) to start a new study, or pass --storage / --study"
+        )
+    if path and "locked" in text:
+        return PipelineError(
+            f"{path}: locked by another process; wait for it to finish, or run several workers "
+            "on --storage journal:FILE.log or a PostgreSQL URL"
+        )
+    where = masked(url)
+    low = text.lower()
+    if "failed to import db access module" in low or "no module named" in low:
+        return PipelineError(
+            f"cannot open Optuna storage {where}: its database driver is not installed "
+            "(PostgreSQL's comes with requirements.txt: ./run.sh installs it; for MySQL: "
+            "pip install pymysql)"
+        )
+    if "password authentication failed" in low or "access denied" in low:
+        reason = "the server refused the user name or password"
+    elif "does not exist" in low and "database" in low:
+        reason = "no such database on the server (create it first, e.g. createdb NAME)"
+    elif any(
+        k in low
+        for k in (
+            "connection refused",
+            "could not connect",
+            "timeout",
+            "no route",
+            "name or service not known",
+            "connection failed",
+        )
+    ):
+        reason = "no server answers at that host and port"
+    else:
+        reason = text[:200]
+    return PipelineError(f"cannot open Optuna storage {where}: {reason}")
+
+
+def check_data(study, url: str, fingerprint: dict[str, Any]) -> None:
+    """Refuse a study made for other data (competition, split seed, --limit, trial rows): its
+    trials were scored on other validation images. A new study records this run's."""
+    saved = study.user_attrs.get("data")
+    if saved is None:
+        study.set_user_attr("data", fingerprint)
+        return
+    differ = [k for k in fingerprint if k in saved and saved[k] != fingerprint[k]]
+    if not differ:
+        return
+    made = ", ".join(f"{k} {saved[k]}" for k in differ)
+    here = ", ".join(f"{k} {fingerprint[k]}" for k in differ)
+    flags = " ".join(
+        f"--{k.replace('_', '-')} {saved[k]}"
+        for k in differ
+        if k in ("seed", "limit", "search_rows") and saved[k] is not None
+    )
+    hint = f"rerun with {flags}, or " if flags and "competition" not in differ else ""
+    raise PipelineError(
+        f"study {study.study_name!r} in {url} was made for other data ({made}; this run: {here}); "
+        f"{hint}pass --study NEW_NAME to start a new study"
+    )
 
 
 def load_study(url: str, name: str):

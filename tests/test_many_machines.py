@@ -1,0 +1,182 @@
+"""Many machines: workers on one study in a real PostgreSQL server, a shared artifact store,
+the final stage anywhere, the dashboard, and one-line errors for a bad storage URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import ROOT
+from pg_server import PASSWORD, Server, binaries
+
+from pipeline import cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
+        "--pruner", "none", "--no-report"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pg():
+    if binaries() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not on this machine")
+    server = Server().start()
+    yield server
+    server.stop()
+
+
+def _args(demo_small, art, *extra):
+    return ["tune", "--data", str(demo_small), "--artifacts", str(art),
+            "--submissions", str(art.parent / f"{art.name}-subs"), *TINY, *extra]  # fmt: skip
+
+
+def _spawn(args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_HEARTBEAT": "1"}
+    cmd = [sys.executable, "-m", "pipeline", *args]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _states(url, name):
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t.state for t in study.get_trials()]
+
+
+def test_two_workers_share_one_study_in_postgresql(pg, demo_small, tmp_path):
+    extra = ("--storage", pg.url, "--study", "two-workers", "--trials", "2", "--search-only")
+    procs = [_spawn(_args(demo_small, tmp_path / f"w{i}", *extra)) for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=400)
+        assert p.returncode == 0, out[-3000:]
+        assert PASSWORD not in out
+    states = _states(pg.url, "two-workers")
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 2 and len(states) == 4
+
+
+def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
+    pg, demo_small, tmp_path
+):
+    name = "killed"
+    extra = ("--storage", pg.url, "--study", name, "--search-only")
+    first = _spawn(_args(demo_small, tmp_path / "a", *extra, "--trials", "1"))
+    assert first.wait(timeout=300) == 0
+    # a long trial, killed mid-way after its heartbeat was recorded
+    victim = _spawn(_args(demo_small, tmp_path / "b", *extra, "--trials", "5",
+                          "--max-epochs", "40"))  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(1)
+        study = optuna.load_study(study_name=name, storage=pg.url)
+        running = [t for t in study.get_trials()
+                   if t.state == optuna.trial.TrialState.RUNNING
+                   and datetime.now() - t.datetime_start > timedelta(seconds=4)]  # fmt: skip
+        if running:
+            break
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert running, "no trial was running"
+    time.sleep(4)  # past the heartbeat's grace period (PIPELINE_HEARTBEAT=1: 3 s)
+    late = _spawn(_args(demo_small, tmp_path / "c", *extra, "--trials", "1"))
+    out, _ = late.communicate(timeout=300)
+    assert late.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name=name, storage=pg.url)
+    states = [t.state for t in study.get_trials()]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.FAIL in states  # the killed one
+    # the late worker joined the study as it stood (the sampler sees the trials it found)
+    assert int(re.search(r"\((\d+) completed trials\)", out).group(1)) >= 1
+    numbers = [t.number for t in study.get_trials()]
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 4
+
+
+def test_final_stage_on_a_machine_that_ran_no_trial(pg, demo_small, tmp_path):
+    store = tmp_path / "shared-store"
+    extra = ("--storage", pg.url, "--study", "store", "--artifact-store", str(store))
+    worker = _spawn(_args(demo_small, tmp_path / "worker", *extra, "--trials", "2",
+                          "--search-only"))  # fmt: skip
+    out, _ = worker.communicate(timeout=400)
+    assert worker.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name="store", storage=pg.url)
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.user_attrs.get("model_artifact") for t in done)
+    assert not any("model_path" in t.user_attrs for t in done)  # ids, not local paths
+    assert any(store.rglob("*"))
+
+    # a third machine: empty artifacts folder, the study and the store only
+    other = tmp_path / "third"
+    final = _spawn(_args(demo_small, other, *extra, "--final-only", "--final-fit", "off"))
+    out, _ = final.communicate(timeout=400)
+    assert final.returncode == 0, out[-3000:]
+    sub = pd.read_csv(out.strip().splitlines()[-1])
+    sample = pd.read_csv(demo_small / "sample_submission.csv")
+    assert list(sub["Id"]) == list(sample["Id"])
+    assert list((other / "fashion-mnist" / "tune" / "models").glob("trial-*.keras"))
+
+
+def test_dashboard_serves_the_study(pg, demo_small, tmp_path):
+    assert cli.main(_args(demo_small, tmp_path / "d", "--storage", pg.url, "--study", "board",
+                          "--trials", "1", "--search-only")) == 0  # fmt: skip
+    port = str(__import__("pg_server").free_port())
+    proc = _spawn(["dashboard", "--storage", pg.url, "--port", port])
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/dashboard/" in line and PASSWORD not in line, line
+        studies, deadline = None, time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    studies = json.load(r)
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None
+        assert "board" in [s["study_name"] for s in studies["studies"]]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "how, expected",
+    [("password", "refused the user name or password"),
+     ("port", "no server answers"),
+     ("database", "no such database")],
+)  # fmt: skip
+def test_bad_storage_url_is_one_line_without_the_password(pg, demo_small, tmp_path, capsys,
+                                                          how, expected):  # fmt: skip
+    url = pg.url
+    if how == "password":
+        url = url.replace(PASSWORD, "wrong-secret-9")
+    elif how == "port":
+        url = url.replace(f":{pg.port}/", f":{__import__('pg_server').free_port()}/")
+    else:
+        url = url.rsplit("/", 1)[0] + "/nosuchdb"
+    code = cli.main(_args(demo_small, tmp_path / "bad", "--storage", url, "--trials", "1"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert expected in err[0] and "***" in err[0]
+    assert PASSWORD not in err[0] and "wrong-secret-9" not in err[0]
+
+
+def test_artifact_store_with_sqlite_too(demo_small, tmp_path, capsys):
+    """The store does not need PostgreSQL: a shared folder with the default SQLite study."""
+    store = tmp_path / "store"
+    args = _args(demo_small, tmp_path / "art", "--artifact-store", str(store), "--trials", "1",
+                 "--final-fit", "off")  # fmt: skip
+    assert cli.main(args) == 0
+    best = json.loads((tmp_path / "art" / "fashion-mnist" / "tune" / "best.json").read_text())
+    assert best["model_paths"] and store.is_dir() and any(store.iterdir())
+    del capsys
