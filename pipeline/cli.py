@@ -153,8 +153,8 @@ def _tune_flags(p) -> None:
     p.add_argument("--study", help="study name (default: the competition)")
     p.add_argument(
         "--artifact-store",
-        help="shared folder (or s3://BUCKET) for the models trials and the final fit keep, "
-        "recorded by artifact id (default: local files)",
+        help="a shared folder for the models trials and the final fit keep, recorded by "
+        "artifact id (default: local files)",
     )
     p.add_argument("--search-only", action="store_true", help="run trials, skip the final stage")
     p.add_argument("--final-only", action="store_true", help="only the final stage")

@@ -110,7 +110,7 @@ class TuneOptions(Options):
     pruner: str = "halving"
     storage: str | None = None  # None: sqlite file artifacts/<competition>/optuna.db
     study: str | None = None  # None: the competition
-    artifact_store: str | None = None  # a shared folder or s3://BUCKET for kept models
+    artifact_store: str | None = None  # a shared folder for kept models (Optuna artifacts)
     search_only: bool = False
     final_only: bool = False
     ensemble: int | str = "auto"

@@ -1,8 +1,7 @@
 """Where kept models live when several machines share a study.
 
 Without a store, a trial's model is a file under the local ``tune/models/`` and its record holds
-that path. With ``--artifact-store DIR`` (a shared folder, e.g. a network mount) or
-``--artifact-store s3://BUCKET``, every model a trial or the final fit keeps, its holdout
+that path. With ``--artifact-store DIR`` (a shared folder, e.g. a network mount), every model a trial or the final fit keeps, its holdout
 probabilities and its history are uploaded through Optuna's artifact API and the record holds
 their artifact ids instead, so a final stage on a machine that ran no trial downloads what it
 needs (and the dashboard lists them).
@@ -20,16 +19,13 @@ def open_store(spec: str | None):
     """An Optuna artifact store for ``--artifact-store``, or None."""
     if not spec:
         return None
-    from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
+    from optuna.artifacts import FileSystemArtifactStore
 
-    if spec.startswith("s3://"):
-        bucket, _, prefix = spec.removeprefix("s3://").partition("/")
-        if not bucket or prefix:
-            raise PipelineError(
-                f"--artifact-store {spec}: give a bucket only (s3://BUCKET); Optuna's S3 store "
-                "names artifacts by id at the bucket's top level"
-            )
-        return Boto3ArtifactStore(bucket)
+    if "://" in spec:
+        raise PipelineError(
+            f"--artifact-store {spec}: give a folder every machine can reach (a network mount); "
+            "object stores (s3://) are not supported"
+        )
     folder = Path(spec)
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
