@@ -64,15 +64,17 @@ def trials(n: int, rows: int, epochs: int) -> None:
     def after(study, trial) -> None:
         gc.collect()
         seen[trial.number + 1] = rss_mib()
-        print(f"trial {trial.number + 1:>3} {trial.params.get('model'):<12} "
-              f"{trial.state.name:<8} RSS {seen[trial.number + 1]:7.0f} MiB", flush=True)  # fmt: skip
+        model = trial.params.get("model")
+        print(f"trial {trial.number + 1:>3} {model:<12} {trial.state.name:<8} "
+              f"RSS {seen[trial.number + 1]:7.0f} MiB", flush=True)  # fmt: skip
 
     t0 = time.monotonic()
     study.optimize(objective, n_trials=n, callbacks=[after], catch=(Exception,),
                    gc_after_trial=True)  # fmt: skip
     a, b = seen.get(5), seen.get(n)
+    marks = " / ".join(f"{seen[k]:.0f}" for k in (1, 5, 10, 20, 30) if k in seen)
     print(f"\n{n} trials in {time.monotonic() - t0:.0f} s; RSS after trials 1/5/10/20/30: "
-          + " / ".join(f"{seen[k]:.0f}" for k in (1, 5, 10, 20, 30) if k in seen) + " MiB")  # fmt: skip
+          f"{marks} MiB")  # fmt: skip
     if a and b:
         print(f"growth from trial 5 to {n}: {100 * (b - a) / a:+.1f}% (peak {peak_mib():.0f} MiB)")
 

@@ -86,9 +86,9 @@ def main() -> None:
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     for k, v in runs.items():
         peak = max(r["peak_mib"] for r in v)
-        print(f"{k:<8} {size[k]:6.0f} MiB of CSV: median {med[k]:6.2f} s "
-              f"({', '.join(f'{r['seconds']:.2f}' for r in v)}), peak RSS {peak:.0f} MiB, "
-              f"shape {v[0]['shape']}")  # fmt: skip
+        each = ", ".join(f"{r['seconds']:.2f}" for r in v)
+        print(f"{k:<8} {size[k]:6.0f} MiB of CSV: median {med[k]:6.2f} s ({each}), "
+              f"peak RSS {peak:.0f} MiB, shape {v[0]['shape']}")  # fmt: skip
     print(f"pixel strings / columns: {med['fer'] / med['columns']:.2f}x the time")
 
 

@@ -1,10 +1,10 @@
 """Where kept models live when several machines share a study.
 
 Without a store, a trial's model is a file under the local ``tune/models/`` and its record holds
-that path. With ``--artifact-store DIR`` (a shared folder, e.g. a network mount), every model a trial or the final fit keeps, its holdout
-probabilities and its history are uploaded through Optuna's artifact API and the record holds
-their artifact ids instead, so a final stage on a machine that ran no trial downloads what it
-needs (and the dashboard lists them).
+that path. With ``--artifact-store DIR`` (a shared folder, e.g. a network mount), every model a
+trial or the final fit keeps, its validation probabilities and its history are uploaded through
+Optuna's artifact API and the record holds their artifact ids instead, so a final stage on a
+machine that ran no trial downloads what it needs (and the dashboard lists them).
 """
 
 from __future__ import annotations
