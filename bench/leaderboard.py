@@ -10,8 +10,9 @@ another, never side by side (they would share the 2 cores). Results: bench/resul
     .venv/bin/python bench/leaderboard.py [--budgets 900,1800,3600] [--baseline REV]
         [--paths new,baseline] [--seed 42] [--classes 0,2,3,4,6] [-- extra tune args]
 
-``--baseline REV`` checks REV out in a git worktree (default: the commit before the leaderboard
-work) and runs its ``run.sh`` with this checkout's virtual environment. ``--classes`` keeps only
+Each path runs from a git worktree of a commit (``new``: HEAD; ``baseline``: ``--baseline REV``,
+default the commit before the leaderboard work) with this checkout's virtual environment, so
+edits made while a run goes on never reach it. ``--classes`` keeps only
 those labels (e.g. the five hard garment classes).
 """
 
@@ -116,13 +117,17 @@ def main() -> None:
     data = sealed_competition(OUT / f"sealed-{tag}-{args.seed}", args.seed, classes)
     labels = data.parent / "labels.csv"
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
     rows = []
     for budget in [int(b) for b in args.budgets.split(",")]:
         for path in args.paths.split(","):
-            checkout = ROOT if path == "new" else worktree(args.baseline)
+            # the committed code, frozen: edits made while a run goes on never reach it
+            checkout = worktree(head if path == "new" else args.baseline)
             work = OUT / f"lb-{stamp}-{tag}-{path}-{budget}"
             r = run_one(checkout, data, labels, budget, work, args.extra)
-            r.update(path=path, budget=budget, seed=args.seed, classes=tag)
+            r.update(path=path, budget=budget, seed=args.seed, classes=tag,
+                     commit=head if path == "new" else args.baseline)  # fmt: skip
             rows.append(r)
             print(json.dumps(r), flush=True)
             (OUT / f"leaderboard-{stamp}.json").write_text(json.dumps(rows, indent=2))
