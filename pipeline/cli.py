@@ -34,7 +34,8 @@ HANDLERS: dict[str, tuple[type[o.Options], str]] = {
 }
 # commands whose results refresh the report (cheap) unless --no-report
 REPORTED = ("train", "tune")
-NEEDS_TENSORFLOW = ("models", "train", "predict", "tune", "report")
+# (tune imports it itself, inside its budget)
+NEEDS_TENSORFLOW = ("models", "train", "predict", "report")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -184,6 +185,11 @@ def _tune_flags(p) -> None:
         "--final-max-epochs",
         type=int,
         help="epochs of the final fit at most (default: as many as the budget holds)",
+    )
+    p.add_argument(
+        "--final-trial",
+        type=int,
+        help="the final stage uses this trial's configuration (default: the best trial's)",
     )
     p.add_argument(
         "--flip",

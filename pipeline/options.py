@@ -119,6 +119,7 @@ class TuneOptions(Options):
     search_rows: int | str = "auto"  # 0: all rows
     final_fit: str = "auto"
     final_max_epochs: int | None = None  # None: as many as the budget holds
+    final_trial: int | None = None  # None: the best trial's configuration
     flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off
     max_failures: int = 5
     limit: int | None = None

@@ -88,7 +88,15 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     models_dir = tune_dir / "models"
     wanted = ENSEMBLE_AUTO_MAX if opts.ensemble == "auto" else int(opts.ensemble)
     files, done = {}, []
-    for t in completed(study):  # best first; models come from disk or the artifact store
+    ranked = completed(study)  # best first; models come from disk or the artifact store
+    if opts.final_trial is not None:
+        ranked = [t for t in ranked if t.number == opts.final_trial]
+        if not ranked:
+            raise PipelineError(
+                f"--final-trial {opts.final_trial}: no completed trial of that number in study "
+                f"{study.study_name!r}"
+            )
+    for t in ranked:
         if len(done) >= max(wanted, 1):
             break
         r = read_trial(t)
@@ -130,7 +138,7 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
             model, fitted = out
             chosen = chosen[:1]
     if model is None and opts.refit:
-        model = refit_best(ds, chosen[0].number, best, budget)
+        model = refit_best(ds, split, chosen[0].number, best, budget)
         if model is not None:
             chosen, honest = chosen[:1], False  # the holdout is in its training rows
     models = [model] if model is not None else [load_model(files[t.number][0]) for t in chosen]

@@ -140,9 +140,9 @@ def final_fit(
     return result.model, record
 
 
-def refit_best(ds: Dataset, trial_number: int, trial: TrialRecord, budget: Budget):
-    """The best configuration retrained on all labelled rows for its best epoch count, or None
-    when the budget cannot hold it."""
+def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord, budget: Budget):
+    """The best configuration retrained on all labelled rows (the split's training part and its
+    holdout) for its best epoch count, or None when the budget cannot hold it."""
     import keras
 
     from pipeline.models import build_model
@@ -155,12 +155,14 @@ def refit_best(ds: Dataset, trial_number: int, trial: TrialRecord, budget: Budge
     if needed > left:
         log(f"final: skipping --refit (needs ~{needed:.0f} s, {left:.0f} s left)")
         return None
+    x = np.concatenate([split[0], split[2]])
+    y = np.concatenate([split[1], split[3]])
     log(
-        f"final: refitting trial {trial_number} ({trial.model}) on all {len(ds.y_train)} rows "
+        f"final: refitting trial {trial_number} ({trial.model}) on all {len(y)} labelled rows "
         f"for {settings.epochs} epochs (~{needed:.0f} s)"
     )
     keras.backend.clear_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
     # the holdout is inside the training rows now: keep the last epoch, not the "best" one
-    data = (ds.x_train, ds.y_train, ds.x_train[:256], ds.y_train[:256])
+    data = (x, y, x[:256], y[:256])
     return fit(model, settings, data, ds.num_classes, verbose=0, keep_best=False).model

@@ -1,0 +1,119 @@
+"""The leaderboard hour's decision rules: the mirror is decided on data, the final fits train on
+every row they should, the holdout chooses nothing, and the budget holds with the final stage."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from pipeline import cli
+from pipeline.tune.flip import MIN_RETAINED, is_invariant
+
+
+def _bands(n: int, side: int, horizontal: bool, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes, each a bright band: across the rows (a mirror keeps it) or across the
+    columns at the left, middle or right (a mirror swaps left and right)."""
+    y = np.arange(n) % 3
+    x = rng.integers(0, 40, size=(n, side, side, 1))
+    third = side // 3
+    for k in range(3):
+        lo, hi = k * third, (k + 1) * third
+        if horizontal:
+            x[y == k, :, lo:hi] += 180
+        else:
+            x[y == k, lo:hi, :] += 180
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+@pytest.mark.parametrize("horizontal, expected", [(False, True), (True, False)])
+def test_mirror_decided_right_on_symmetric_and_asymmetric_data(horizontal, expected):
+    from pipeline.models import build_model
+    from pipeline.training import TrainSettings, fit
+    from pipeline.tune.flip import decide_flip
+
+    rng = np.random.default_rng(0)
+    x, y = _bands(600, 12, horizontal, rng)
+    xv, yv = _bands(300, 12, horizontal, rng)
+    s = TrainSettings("adam", 3e-3, 0.0, 32, 4, False)
+    model = fit(build_model("mlp", (12, 12, 1), 3), s, (x, y, xv, yv), 3, verbose=0).model
+    decision = decide_flip(model, xv, yv, 3)
+    assert decision.accuracy_plain > 0.9
+    assert decision.invariant is expected, decision
+    if not expected:  # the mirror moved the middle band nowhere and swapped the others
+        assert decision.accuracy_mirrored < 0.5
+
+
+def test_invariance_rule_on_the_measured_cases():
+    # the demo's garments (resnet9s trial): 0.853 plain, 0.664 mirrored
+    assert is_invariant(0.853, 0.664, 10)
+    # scikit-learn's digits (lenet5_wide): 0.957 plain, 0.418 mirrored
+    assert not is_invariant(0.957, 0.418, 10)
+    # a model that barely beats chance cannot tell
+    assert not is_invariant(0.25, 0.25, 10)
+    assert is_invariant(0.9, 0.1 + MIN_RETAINED * 0.8, 10)
+
+
+@pytest.mark.slow
+def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path, monkeypatch):
+    import pipeline.training as training
+    from pipeline.data import holdout, load_competition, search_split
+
+    seen: list[int] = []
+    real = training.make_dataset
+
+    def recording(x, y, *a, shuffle=False, **kw):
+        if shuffle:  # the training pass (validation and prediction are not shuffled)
+            seen.append(len(x))
+        return real(x, y, *a, shuffle=shuffle, **kw)
+
+    monkeypatch.setattr(training, "make_dataset", recording)
+    common = ["--data", str(demo_small), "--artifacts", str(tmp_path / "art"), "--submissions",
+              str(tmp_path / "subs"), "--models", "lenet5_wide", "--trials", "1",
+              "--max-epochs", "1", "--limit", "1000", "--pruner", "none", "--no-report",
+              "--timeout", "300", "--search-rows", "300"]  # fmt: skip
+    assert cli.main(["tune", *common, "--final-fit", "on", "--final-max-epochs", "2"]) == 0
+    ds = load_competition(demo_small)
+    split = holdout(ds, 42, 1000)
+    trial_rows = len(search_split(split, 300, 42)[1])
+    assert seen[0] == trial_rows == 300  # the trial: its slice
+    assert seen[1:] == [len(split[1])] == [800]  # the final fit: every training row
+    seen.clear()
+    assert cli.main(["tune", *common, "--refit", "--trials", "2"]) == 0
+    assert seen[-1] == 1000  # --refit: every labelled row (of --limit), the holdout's too
+    best = json.loads((tmp_path / "art" / "fashion-mnist" / "tune" / "best.json").read_text())
+    assert best["honest"] is False  # and it says so
+
+
+@pytest.mark.slow
+def test_the_holdout_chooses_nothing(demo_small, tmp_path, monkeypatch):
+    """Every choice is made on the trials' validation images, carved out of the training
+    part: they never overlap the holdout, which scores what is submitted."""
+    from pipeline.data import holdout, load_competition, search_split
+
+    ds = load_competition(demo_small)
+    split = holdout(ds, 42)
+    for rows in (None, 400):
+        x_tr, _, x_val, _ = search_split(split, rows, 42)
+        train_rows = {r.tobytes() for r in split[0]}
+        hold_rows = {r.tobytes() for r in split[2]}
+        assert {r.tobytes() for r in x_val} <= train_rows
+        assert not {r.tobytes() for r in x_val} & hold_rows
+        assert not {r.tobytes() for r in x_tr} & {r.tobytes() for r in x_val}
+
+
+@pytest.mark.slow
+def test_the_budget_holds_with_the_final_stage(demo_small, tmp_path):
+    args = ["tune", "--data", str(demo_small), "--artifacts", str(tmp_path / "art"),
+            "--submissions", str(tmp_path / "subs"), "--models", "lenet5_wide,cnn1",
+            "--limit", "2000", "--search-rows", "480", "--final-fit", "on", "--timeout", "75",
+            "--no-report"]  # fmt: skip
+    t0 = time.monotonic()
+    assert cli.main(args) == 0
+    took = time.monotonic() - t0
+    best = json.loads((tmp_path / "art" / "fashion-mnist" / "tune" / "best.json").read_text())
+    assert best["final_fit"] is not None  # the final stage ran
+    assert took <= 75, took  # the whole command, search and final fit, inside its budget
+    assert took >= 0.6 * 75, took  # and it used the budget
