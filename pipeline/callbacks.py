@@ -228,18 +228,7 @@ def _define() -> dict[str, type]:
                 saved = str(self.checkpoint.folder)
             raise interrupt.Interrupted(signum, saved)
 
-    return {
-        c.__name__: c
-        for c in (
-            Deadline,
-            EpochTimer,
-            CosineToDeadline,
-            Warmup,
-            OptunaPruning,
-            EpochLog,
-            HoldoutTimer,
-        )
-    }
+    return {c.__name__: c for c in locals().values() if isinstance(c, type)}
 
 
 _CLASSES: dict[str, type] | None = None
