@@ -151,3 +151,39 @@ def test_macs_scale_with_the_architecture():
     assert cnn1 > 28 * 28 * 5 * 5 * 32 * 32
     vgg = count_macs(build_model("vgg16", (28, 28, 1), 10))
     assert 10 < vgg / cnn1 < 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(32, 32, 3), (48, 48, 1)])
+def test_every_searched_entry_builds_for_rgb_and_other_sizes(shape):
+    from pipeline.search_space import DEFAULT_MODELS
+
+    for name in DEFAULT_MODELS:
+        import keras
+
+        keras.backend.clear_session()
+        model = build_model(name, shape, 7)
+        assert model.input_shape == (None, *shape) and model.output_shape == (None, 7), name
+        assert count_macs(model) > 0
+
+
+def test_an_entry_that_cannot_build_for_the_data_is_left_out_with_a_reason(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from pipeline.options import TuneOptions
+    from pipeline.search_space import DEFAULT_MODELS
+    from pipeline.tune import budget
+    from pipeline.tune.command import choose_models
+
+    monkeypatch.setattr(budget, "measure_cost", lambda ds, cache: 1e-12)
+    tiny = SimpleNamespace(image_shape=(6, 6, 1), num_classes=3)  # too small for some nets
+    cost = budget.cost_model(tiny, list(DEFAULT_MODELS), None)
+    assert cost.problems and set(cost.problems) | set(cost.macs) == set(DEFAULT_MODELS)
+    assert "resnet9s" in cost.macs  # the fast nets stop pooling at 2x2
+    opts = TuneOptions()
+    plan = budget.make_plan(opts, 1000, "CPU")
+    kept = choose_models(opts, plan, cost, 100, 25, list(DEFAULT_MODELS), (6, 6, 1), 3)
+    assert set(kept) <= set(cost.macs) and "resnet9s" in kept
+    out = capsys.readouterr().out
+    for name in cost.problems:
+        assert f"leaving out {name}: it cannot be built for 6x6x1 images" in out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.fsutil import atomic_write_json
@@ -110,10 +110,12 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
 @dataclass(frozen=True)
 class CostModel:
     """Seconds per training image per multiply-accumulate on this machine, and each entry's
-    MACs: the time of an epoch of any entry before it runs."""
+    MACs at the data's real shape: the time of an epoch of any entry before it runs. Entries
+    that cannot be built for that shape are in ``problems`` with the reason."""
 
     seconds_per_image_per_mac: float
     macs: dict[str, int]
+    problems: dict[str, str] = field(default_factory=dict)
 
     def epoch_seconds(self, name: str, n_train: int, n_val: int) -> float:
         # training ~ 3 forward passes per image; validation one forward pass over the holdout
@@ -169,4 +171,12 @@ def entry_macs(name: str, ds) -> int:
 
 
 def cost_model(ds, models: list[str], cache: Path) -> CostModel:
-    return CostModel(measure_cost(ds, cache), {m: entry_macs(m, ds) for m in models})
+    """The cost model for ``models`` on this data; an entry that cannot be built for the data's
+    shape (too small for its pooling, say) is recorded with its reason, not measured."""
+    macs, problems = {}, {}
+    for m in models:
+        try:
+            macs[m] = entry_macs(m, ds)
+        except Exception as exc:  # noqa: BLE001 - any failure to build is the reason
+            problems[m] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+    return CostModel(measure_cost(ds, cache), macs, problems)

@@ -16,9 +16,13 @@ def choose_models(
     opts: TuneOptions, plan: TunePlan, cost: CostModel, n_train: int, n_val: int, models,
     image_shape=(28, 28, 1), num_classes: int = 10,
 ) -> list[str]:  # fmt: skip
-    """The searched entries: on a GPU those that take its settings (mixed precision); on a CPU
-    ``--models`` as given, else the default space less the entries that cannot finish an epoch
-    in a quarter of the search's share."""
+    """The searched entries: those that build for the data's shape; on a GPU those that take
+    its settings (mixed precision); on a CPU ``--models`` as given, else the default space less
+    the entries that cannot finish an epoch in a quarter of the search's share."""
+    h, w, c = image_shape
+    for m, reason in cost.problems.items():
+        log(f"leaving out {m}: it cannot be built for {h}x{w}x{c} images ({reason})")
+    models = [m for m in models if m not in cost.problems]
     if plan.device == "GPU":
         from pipeline.device import gpu_problem
 
