@@ -54,15 +54,69 @@ def _states(url, name):
     return [t.state for t in study.get_trials()]
 
 
-def test_two_workers_share_one_study_in_postgresql(pg, demo_small, tmp_path):
-    extra = ("--storage", pg.url, "--study", "two-workers", "--trials", "2", "--search-only")
-    procs = [_spawn(_args(demo_small, tmp_path / f"w{i}", *extra)) for i in range(2)]
-    for p in procs:
-        out, _ = p.communicate(timeout=400)
+@pytest.fixture(scope="module")
+def shared(pg, demo_small, tmp_path_factory):
+    """Two search workers started together on one PostgreSQL study, keeping their models in a
+    shared artifact store."""
+    tmp = tmp_path_factory.mktemp("shared")
+    store = tmp / "store"
+    extra = ("--storage", pg.url, "--study", "shared", "--artifact-store", str(store),
+             "--trials", "1", "--search-only")  # fmt: skip
+    procs = [_spawn(_args(demo_small, tmp / f"worker{i}", *extra)) for i in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]
-        assert PASSWORD not in out
-    states = _states(pg.url, "two-workers")
-    assert states.count(optuna.trial.TrialState.COMPLETE) >= 2 and len(states) == 4
+    return tmp, store, outs
+
+
+def test_two_workers_share_one_study_in_postgresql(pg, shared):
+    _, _, outs = shared
+    assert all(PASSWORD not in out for out in outs)
+    study = optuna.load_study(study_name="shared", storage=pg.url)
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2 and len(states) == 2
+
+
+def test_final_stage_on_a_machine_that_ran_no_trial(pg, shared, demo_small):
+    tmp, store, _ = shared
+    study = optuna.load_study(study_name="shared", storage=pg.url)
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.user_attrs.get("model_artifact") for t in done)
+    assert not any("model_path" in t.user_attrs for t in done)  # ids, not local paths
+    assert any(store.rglob("*"))
+    # a third machine: an empty artifacts folder, the study and the store only
+    other = tmp / "third"
+    extra = ("--storage", pg.url, "--study", "shared", "--artifact-store", str(store))
+    final = _spawn(_args(demo_small, other, *extra, "--final-only", "--final-fit", "off"))
+    out, _ = final.communicate(timeout=400)
+    assert final.returncode == 0, out[-3000:]
+    sub = pd.read_csv(out.strip().splitlines()[-1])
+    sample = pd.read_csv(demo_small / "sample_submission.csv")
+    assert list(sub["Id"]) == list(sample["Id"])
+    assert list((other / "fashion-mnist" / "tune" / "models").glob("trial-*.keras"))
+
+
+def test_dashboard_serves_the_study(pg, shared):
+    port = str(__import__("pg_server").free_port())
+    proc = _spawn(["dashboard", "--storage", pg.url, "--port", port,
+                   "--artifact-store", str(shared[1])])  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/dashboard/" in line and PASSWORD not in line, line
+        studies, deadline = None, time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    studies = json.load(r)
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None
+        assert "shared" in [s["study_name"] for s in studies["studies"]]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
 
 
 def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
@@ -99,54 +153,6 @@ def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
     assert int(re.search(r"\((\d+) completed trials\)", out).group(1)) >= 1
     numbers = [t.number for t in study.get_trials()]
     assert numbers == list(range(len(numbers))) and len(numbers) >= 4
-
-
-def test_final_stage_on_a_machine_that_ran_no_trial(pg, demo_small, tmp_path):
-    store = tmp_path / "shared-store"
-    extra = ("--storage", pg.url, "--study", "store", "--artifact-store", str(store))
-    worker = _spawn(_args(demo_small, tmp_path / "worker", *extra, "--trials", "2",
-                          "--search-only"))  # fmt: skip
-    out, _ = worker.communicate(timeout=400)
-    assert worker.returncode == 0, out[-3000:]
-    study = optuna.load_study(study_name="store", storage=pg.url)
-    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
-    assert done and all(t.user_attrs.get("model_artifact") for t in done)
-    assert not any("model_path" in t.user_attrs for t in done)  # ids, not local paths
-    assert any(store.rglob("*"))
-
-    # a third machine: empty artifacts folder, the study and the store only
-    other = tmp_path / "third"
-    final = _spawn(_args(demo_small, other, *extra, "--final-only", "--final-fit", "off"))
-    out, _ = final.communicate(timeout=400)
-    assert final.returncode == 0, out[-3000:]
-    sub = pd.read_csv(out.strip().splitlines()[-1])
-    sample = pd.read_csv(demo_small / "sample_submission.csv")
-    assert list(sub["Id"]) == list(sample["Id"])
-    assert list((other / "fashion-mnist" / "tune" / "models").glob("trial-*.keras"))
-
-
-def test_dashboard_serves_the_study(pg, demo_small, tmp_path):
-    assert cli.main(_args(demo_small, tmp_path / "d", "--storage", pg.url, "--study", "board",
-                          "--trials", "1", "--search-only")) == 0  # fmt: skip
-    port = str(__import__("pg_server").free_port())
-    proc = _spawn(["dashboard", "--storage", pg.url, "--port", port])
-    try:
-        line = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}/dashboard/" in line and PASSWORD not in line, line
-        studies, deadline = None, time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
-                    studies = json.load(r)
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert studies is not None
-        assert "board" in [s["study_name"] for s in studies["studies"]]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    assert proc.returncode == 0
 
 
 @pytest.mark.parametrize(
