@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from leaderboard import OUT, worktree  # noqa: E402
+from leaderboard import OUT, head, worktree  # noqa: E402
 
 
 def demo_rows(n: int):
@@ -81,9 +81,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=6000)
     ap.add_argument("--timeout", type=int, default=0, help="0: --quick")
     args = ap.parse_args()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    checkout = worktree(head)
+    checkout = worktree(head())
     stamp = time.strftime("%Y%m%dT%H%M%S")
     folder = OUT / f"layouts-{stamp}"
     x, y = demo_rows(args.rows)

@@ -67,6 +67,13 @@ def worktree(rev: str) -> Path:
     return path
 
 
+def head() -> str:
+    """The short hash of the committed HEAD (benchmarks run that, frozen in a worktree)."""
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout.strip()
+
+
 def peak_rss_kib(stderr: str) -> int | None:
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     return int(m.group(1)) if m else None
@@ -117,17 +124,16 @@ def main() -> None:
     data = sealed_competition(OUT / f"sealed-{tag}-{args.seed}", args.seed, classes)
     labels = data.parent / "labels.csv"
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = head()
     rows = []
     for budget in [int(b) for b in args.budgets.split(",")]:
         for path in args.paths.split(","):
             # the committed code, frozen: edits made while a run goes on never reach it
-            checkout = worktree(head if path == "new" else args.baseline)
+            checkout = worktree(commit if path == "new" else args.baseline)
             work = OUT / f"lb-{stamp}-{tag}-{path}-{budget}"
             r = run_one(checkout, data, labels, budget, work, args.extra)
             r.update(path=path, budget=budget, seed=args.seed, classes=tag,
-                     commit=head if path == "new" else args.baseline)  # fmt: skip
+                     commit=commit if path == "new" else args.baseline)  # fmt: skip
             rows.append(r)
             print(json.dumps(r), flush=True)
             (OUT / f"leaderboard-{stamp}.json").write_text(json.dumps(rows, indent=2))

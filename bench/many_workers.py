@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from leaderboard import OUT, worktree  # noqa: E402
+from leaderboard import OUT, head, worktree  # noqa: E402
 from pg_server import Server  # noqa: E402
 
 
@@ -61,9 +61,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=900)
     ap.add_argument("--trials", type=int, default=20)
     args = ap.parse_args()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    checkout = worktree(head)
+    checkout = worktree(head())
     stamp = time.strftime("%Y%m%dT%H%M%S")
     server = Server().start()
     rows = []

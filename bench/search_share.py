@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from leaderboard import OUT, sealed_competition, worktree  # noqa: E402
+from leaderboard import OUT, head, sealed_competition, worktree  # noqa: E402
 
 
 def tune(checkout: Path, data: Path, art: Path, seed: int, *extra: str) -> dict:
@@ -43,9 +43,7 @@ def main() -> None:
     ap.add_argument("--search", type=int, default=440, help="seconds of search per seed")
     ap.add_argument("--final", type=int, default=600, help="seconds of each final stage")
     args = ap.parse_args()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    checkout = worktree(head)
+    checkout = worktree(head())
     stamp = time.strftime("%Y%m%dT%H%M%S")
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
