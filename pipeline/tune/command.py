@@ -11,10 +11,13 @@ from pipeline.options import TuneOptions
 from pipeline.tune import log
 from pipeline.tune.budget import Budget, CostModel, TunePlan
 
+# on a CPU, entries whose final fit could not reach this many epochs on all rows are left out
+MIN_FINAL_EPOCHS = 10
+
 
 def choose_models(
     opts: TuneOptions, plan: TunePlan, cost: CostModel, n_train: int, n_val: int, models,
-    image_shape=(28, 28, 1), num_classes: int = 10,
+    image_shape=(28, 28, 1), num_classes: int = 10, full_rows: tuple[int, int] | None = None,
 ) -> list[str]:  # fmt: skip
     """The searched entries: those that build for the data's shape; on a GPU those that take
     its settings (mixed precision); on a CPU ``--models`` as given, else the default space less
@@ -43,7 +46,23 @@ def choose_models(
             f"CPU only: leaving out {', '.join(slow)} (one epoch would take more than "
             f"a quarter of the {plan.timeout:.0f} s budget; --models to force)"
         )
-    return [m for m in models if m not in slow]
+    models = [m for m in models if m not in slow]
+    if plan.final_fit and full_rows:
+        # a configuration the final fit cannot train for long on all rows is not worth a trial
+        # on a slice: it would win there and lose in the final fit
+        n_full, n_hold = full_rows
+        heavy = [
+            m for m in models
+            if plan.reserve / cost.epoch_seconds(m, n_full, n_hold) < MIN_FINAL_EPOCHS
+        ]  # fmt: skip
+        if heavy and len(heavy) < len(models):
+            log(
+                f"CPU only: leaving out {', '.join(heavy)} (the final fit could not train "
+                f"{MIN_FINAL_EPOCHS} epochs of it on all {n_full} training images in its "
+                f"{plan.reserve:.0f} s; --models to force)"
+            )
+            models = [m for m in models if m not in heavy]
+    return models
 
 
 def run(opts: TuneOptions) -> int:
@@ -96,8 +115,9 @@ def run(opts: TuneOptions) -> int:
     data = search_split(split, plan.search_rows, opts.seed)
     candidates = list(opts.models or DEFAULT_MODELS)
     cost = cost_model(ds, candidates, comp_dir / "cost.json")
+    full = (len(split[1]), len(split[3]))
     models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates,
-                           ds.image_shape, ds.num_classes)  # fmt: skip
+                           ds.image_shape, ds.num_classes, full)  # fmt: skip
     if not models:
         raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
     objective = Objective(ds, data, models, plan.max_epochs, budget, cost, tune_dir / "models",
