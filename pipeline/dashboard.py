@@ -22,7 +22,13 @@ def free_port(host: str) -> int:
 
 def run(opts: DashboardOptions) -> int:
     from pipeline import artifacts
-    from pipeline.tune.study import make_storage, quiet_optuna, storage_error, storage_url
+    from pipeline.tune.study import (
+        make_storage,
+        masked,
+        quiet_optuna,
+        storage_error,
+        storage_url,
+    )
 
     try:
         from optuna_dashboard import run_server
@@ -49,7 +55,8 @@ def run(opts: DashboardOptions) -> int:
     except Exception as exc:  # noqa: BLE001 - unreachable server, bad password, no database
         raise storage_error(url, exc) from None
     if opts.study and opts.study not in names:
-        raise PipelineError(f"no study {opts.study!r} in {url}; known: {', '.join(names)}")
+        known = ", ".join(names)
+        raise PipelineError(f"no study {opts.study!r} in {masked(url)}; known: {known}")
     store = None
     if opts.artifact_store:
         from pipeline.tune.store import open_store

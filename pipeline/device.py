@@ -89,8 +89,24 @@ def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
             tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
         info.update(mixed_precision=False, jit_compile=False, threads=cores)
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    info["policy"] = "mixed_float16" if info["mixed_precision"] else "float32"
     _RUNTIME = info
     return info
+
+
+def fresh_session() -> None:
+    """``keras.backend.clear_session()`` (frees the models and graphs of the last trial), then
+    the dtype policy again: Keras 3 resets the global policy with the session, which would
+    silently turn mixed precision off on a GPU after the first trial."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+    policy = (_RUNTIME or {}).get("policy")
+    if policy and keras.mixed_precision.global_policy().name != policy:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def gpu_problem(name: str, input_shape, num_classes: int) -> str | None:
@@ -105,18 +121,19 @@ def gpu_problem(name: str, input_shape, num_classes: int) -> str | None:
 
     before = keras.mixed_precision.global_policy()
     try:
+        keras.backend.clear_session()  # first: clearing the session resets the policy
         keras.mixed_precision.set_global_policy("mixed_float16")
-        keras.backend.clear_session()
         model = build_model(name, input_shape, num_classes)
         x = np.zeros((2, *input_shape), dtype=np.float32)
         out = model(x, training=False)
-        if str(out.dtype) != "float32":
-            return f"its output is {out.dtype} under mixed precision (softmax must stay float32)"
+        dtype = keras.backend.standardize_dtype(out.dtype)
+        if dtype != "float32":
+            return f"its output is {dtype} under mixed precision (softmax must stay float32)"
         if not np.isfinite(np.asarray(out)).all():
             return "non-finite output under mixed precision"
         return None
     except Exception as exc:  # noqa: BLE001 - any failure to build or run is the reason
         return f"{type(exc).__name__}: {str(exc)[:120]}"
     finally:
-        keras.mixed_precision.set_global_policy(before)
         keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy(before)

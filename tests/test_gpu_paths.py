@@ -20,11 +20,11 @@ FAMILIES = {get_entry(m).family: m for m in reversed(DEFAULT_MODELS)}
 def mixed_precision():
     import keras
 
+    keras.backend.clear_session()  # first: Keras 3 resets the policy with the session
     keras.mixed_precision.set_global_policy("mixed_float16")
-    keras.backend.clear_session()
     yield
-    keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def _batch(shape, k, n=4):
@@ -98,3 +98,24 @@ def test_an_entry_that_cannot_take_the_gpu_settings_is_left_out_with_a_reason(mo
     kept = choose_models(opts, plan, cost, 100, 25, ["mlp", "lenet5"], (28, 28, 1), 10)
     assert kept == ["lenet5"]
     assert "GPU: leaving out mlp (its output is float16" in capsys.readouterr().out
+
+
+def test_a_fresh_session_between_trials_keeps_mixed_precision(monkeypatch):
+    """Keras 3's clear_session() resets the global dtype policy: on a GPU, every trial after
+    the first would have trained in float32 without fresh_session putting it back."""
+    import keras
+
+    from pipeline import device
+
+    monkeypatch.setattr(device, "_RUNTIME", {**device.configure_runtime(),
+                                             "policy": "mixed_float16"})  # fmt: skip
+    try:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.backend.clear_session()
+        assert keras.mixed_precision.global_policy().name == "float32"  # what Keras does
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        device.fresh_session()
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    finally:
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pipeline.device import fresh_session
 from pipeline.options import ModelsOptions
 
 
 def models_table(opts: ModelsOptions) -> list[dict[str, Any]]:
     """Every registry entry with its parameter counts at the given (or its own study) shape."""
-    import keras
 
     from pipeline.models import build_model, count_params, get_entry, list_models
 
@@ -19,7 +19,7 @@ def models_table(opts: ModelsOptions) -> list[dict[str, Any]]:
         e = get_entry(name)
         shape = tuple(opts.input_shape) if opts.input_shape else e.study_shape
         k = opts.classes or e.study_classes
-        keras.backend.clear_session()
+        fresh_session()
         trainable, total = count_params(build_model(name, shape, k))
         rows.append(
             {

@@ -197,7 +197,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 def _load_study(comp_dir: Path, storage: str | None, name: str, required: bool):
     """The study to report on: from ``storage``, else the competition's SQLite file (None when
     there is none and none was asked for)."""
-    from pipeline.tune.study import load_study, storage_url
+    from pipeline.tune.study import load_study, masked, storage_url
 
     db = comp_dir / "optuna.db"
     if not storage and not db.is_file():
@@ -210,7 +210,7 @@ def _load_study(comp_dir: Path, storage: str | None, name: str, required: bool):
         import optuna
 
         known = ", ".join(optuna.study.get_all_study_names(url))
-        raise PipelineError(f"no study {name!r} in {url}; known: {known}")
+        raise PipelineError(f"no study {name!r} in {masked(url)}; known: {known}")
     return study
 
 

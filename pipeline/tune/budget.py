@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.device import fresh_session
 from pipeline.fsutil import atomic_write_json
 from pipeline.options import TuneOptions
 
@@ -135,9 +136,8 @@ def measure_cost(ds, cache: Path) -> float:
         known = json.loads(cache.read_text())
         if known.get("key") == key:
             return float(known["seconds_per_image_per_mac"])
-    import keras
 
-    keras.backend.clear_session()
+    fresh_session()
     model = build_model("cnn1", ds.image_shape, ds.num_classes)
     model.compile(optimizer=make_optimizer("adam", 1e-3), loss="categorical_crossentropy")
     n = min(len(ds.x_train), 256 * 8)
@@ -154,19 +154,18 @@ def measure_cost(ds, cache: Path) -> float:
         "seconds_per_image_per_mac": per_image / macs,
     }
     atomic_write_json(cache, result)
-    keras.backend.clear_session()
+    fresh_session()
     return per_image / macs
 
 
 def entry_macs(name: str, ds) -> int:
     """Multiply-accumulates of one forward pass of entry ``name`` on one of the data's images."""
-    import keras
 
     from pipeline.models import build_model, count_macs
 
-    keras.backend.clear_session()
+    fresh_session()
     macs = count_macs(build_model(name, ds.image_shape, ds.num_classes))
-    keras.backend.clear_session()
+    fresh_session()
     return macs
 
 

@@ -80,6 +80,7 @@ def run(opts: TuneOptions) -> int:
         create_or_load_study,
         make_pruner,
         make_sampler,
+        masked,
         storage_url,
     )
 
@@ -124,7 +125,8 @@ def run(opts: TuneOptions) -> int:
                           opts.seed, open_store(opts.artifact_store))  # fmt: skip
     n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
     log(
-        f"study {name!r} in {url} ({n_done} completed trials), {len(models)} architectures, "
+        f"study {name!r} in {masked(url)} ({n_done} completed trials), {len(models)} "
+        "architectures, "
         f"{device}, budget {opts.timeout:.0f} s, up to {plan.max_epochs} epochs per trial, "
         f"pruner {opts.pruner}, {len(data[0])} train / {len(data[2])} holdout images per trial"
         + (

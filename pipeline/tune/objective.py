@@ -7,13 +7,13 @@ its reason. The trial's model and its holdout probabilities are saved for the fi
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data import Dataset
 from pipeline.data.split import Split
+from pipeline.device import fresh_session
 from pipeline.records import TrialRecord, read_trial, write_trial
 from pipeline.tune.budget import Budget, CostModel
 
@@ -48,7 +48,6 @@ class Objective:
         return min(self.epoch_seconds(m) for m in self.models)
 
     def __call__(self, trial) -> float:
-        import keras
         import optuna
 
         from pipeline import callbacks
@@ -56,8 +55,7 @@ class Objective:
         from pipeline.search_space import suggest
         from pipeline.training import TrainSettings, fit
 
-        keras.backend.clear_session()
-        gc.collect()
+        fresh_session()  # frees the last trial's models and graphs (gc included)
         entries = {m: get_entry(m) for m in self.models}
         spec = suggest(trial, self.models, entries, self.max_epochs)
         name = spec["model"]

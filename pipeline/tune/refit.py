@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.data import Dataset
 from pipeline.data.split import Split
+from pipeline.device import fresh_session
 from pipeline.records import FinalFitRecord, FlipDecision, TrialRecord
 from pipeline.tune import log
 from pipeline.tune.budget import Budget
@@ -38,7 +39,6 @@ def final_fit(
     epoch's holdout pass (an estimate from the trial's speed overran a 3600 s budget by 6 s).
     The last epoch is kept and scored on the holdout: nothing was chosen on it, so its accuracy
     is the honest estimate of what is submitted."""
-    import keras
 
     from pipeline import artifacts, callbacks
     from pipeline.models import build_model
@@ -83,7 +83,7 @@ def final_fit(
         f"(~{epochs * epoch_s:.0f} s; re-planned each epoch from its measured time), "
         f"scored at its last epoch on {len(y_va)} holdout images"
     )
-    keras.backend.clear_session()
+    fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
     result = fit(
         model,
@@ -143,7 +143,6 @@ def final_fit(
 def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord, budget: Budget):
     """The best configuration retrained on all labelled rows (the split's training part and its
     holdout) for its best epoch count, or None when the budget cannot hold it."""
-    import keras
 
     from pipeline.models import build_model
     from pipeline.training import fit
@@ -161,7 +160,7 @@ def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord,
         f"final: refitting trial {trial_number} ({trial.model}) on all {len(y)} labelled rows "
         f"for {settings.epochs} epochs (~{needed:.0f} s)"
     )
-    keras.backend.clear_session()
+    fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
     # the holdout is inside the training rows now: keep the last epoch, not the "best" one
     data = (x, y, x[:256], y[:256])
