@@ -1,12 +1,15 @@
-"""Benchmark: resident memory across many trials in one process, and where a tune's peak goes.
+"""Benchmark: resident memory across many trials, and where a tune's peak goes.
 
 Runs N short trials of the default search space (same objective, study, pruner and clean-up as
-``tune``: ``keras.backend.clear_session()`` + ``gc.collect()`` between trials) in this process
-and prints the RSS after each, then the growth from trial 5 to trial N. ``--stages`` instead
-prints the RSS after each stage of a tune on the demo (parse, split, cost model, a trial, the
-final fit's data, prediction), each in a fresh process, to show where memory goes.
+``tune``) and prints the RSS after each, then the growth from trial 5 to trial N: with
+``--isolate none`` in this process (``keras.backend.clear_session()`` + ``gc.collect()`` between
+trials), with ``--isolate process`` (tune's default) in worker processes, whose RSS it prints
+too. ``--stages`` instead prints the RSS after each stage of a tune on the demo (parse, split,
+runtime, an epoch on the trial data and on the whole split, prediction), to show where memory
+goes.
 
-    .venv/bin/python bench/memory.py [--trials 30] [--rows 3000] [--epochs 1] [--stages]
+    .venv/bin/python bench/memory.py [--trials 30] [--rows 3000] [--epochs 1]
+        [--isolate process|none] [--stages]
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def rss_mib() -> float:
-    """This process's resident set size now (VmRSS), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+def rss_mib(pid: int | str = "self") -> float:
+    """A process's resident set size now (VmRSS), MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
 
 
@@ -36,47 +42,65 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def trials(n: int, rows: int, epochs: int) -> None:
-    import optuna
+def trials(n: int, rows: int, epochs: int, isolate: str) -> None:
 
     from pipeline import device
     from pipeline.data import holdout, load_competition, search_split
     from pipeline.search_space import DEFAULT_MODELS
     from pipeline.tune.budget import Budget, cost_model
     from pipeline.tune.objective import Objective
-    from pipeline.tune.study import make_pruner, make_sampler
+    from pipeline.tune.study import create_or_load_study, make_pruner, make_sampler
+    from pipeline.tune.worker import Setup, Worker
 
     device.quiet()
     device.configure_runtime()
-    ds = load_competition(ROOT / "input" / "fashion-mnist", cache_dir=ROOT / "artifacts" / "cache")
-    split = holdout(ds, 42, rows)
-    data = search_split(split, None, 42)
+    demo, cache = ROOT / "input" / "fashion-mnist", ROOT / "artifacts" / "cache"
+    ds = load_competition(demo, cache_dir=cache)
+    data = search_split(holdout(ds, 42, rows), None, 42)
     work = Path(tempfile.mkdtemp(prefix="mem-"))
     models = [m for m in DEFAULT_MODELS if m not in ("alexnet", "vgg16")]
     cost = cost_model(ds, models, work / "cost.json")
-    budget = Budget.start(10**6)
-    objective = Objective(ds, data, models, epochs, budget, cost, work / "models", 42)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(42),
-                                pruner=make_pruner("none", epochs))  # fmt: skip
-    print(f"start: RSS {rss_mib():.0f} MiB (data, runtime and cost model loaded)", flush=True)
+    url = f"sqlite:///{work / 'optuna.db'}"
+    study = create_or_load_study(url, "memory", make_sampler(42), make_pruner("none", epochs))
+    worker = None
+    if isolate == "process":
+        setup = Setup(str(demo), str(cache), None, None, False, 42, rows, None, url, "memory",
+                      "none", epochs, str(work / "models"), None, False)  # fmt: skip
+        worker = Worker(setup)
+    objective = Objective(ds, data, models, epochs, Budget.start(10**6), cost,
+                          work / "models", 42, None, worker)  # fmt: skip
+    print(f"start: RSS {rss_mib():.0f} MiB (data, runtime and cost model loaded); trials "
+          f"{'in a worker process' if worker else 'in this process'}", flush=True)  # fmt: skip
     seen: dict[int, float] = {}
+    child: dict[int, float] = {}
 
     def after(study, trial) -> None:
         gc.collect()
-        seen[trial.number + 1] = rss_mib()
+        k = trial.number + 1
+        seen[k] = rss_mib()
+        extra = ""
+        if worker is not None and worker.process is not None:
+            child[k] = rss_mib(worker.process.pid)
+            extra = f", worker {child[k]:5.0f} MiB (trial {worker.trials} of its batch)"
         model = trial.params.get("model")
-        print(f"trial {trial.number + 1:>3} {model:<12} {trial.state.name:<8} "
-              f"RSS {seen[trial.number + 1]:7.0f} MiB", flush=True)  # fmt: skip
+        print(f"trial {k:>3} {model:<12} {trial.state.name:<8} RSS {seen[k]:5.0f} MiB{extra}",
+              flush=True)  # fmt: skip
 
     t0 = time.monotonic()
-    study.optimize(objective, n_trials=n, callbacks=[after], catch=(Exception,),
-                   gc_after_trial=True)  # fmt: skip
-    a, b = seen.get(5), seen.get(n)
+    try:
+        study.optimize(objective, n_trials=n, callbacks=[after], catch=(Exception,),
+                       gc_after_trial=True)  # fmt: skip
+    finally:
+        if worker is not None:
+            worker.close()
     marks = " / ".join(f"{seen[k]:.0f}" for k in (1, 5, 10, 20, 30) if k in seen)
     print(f"\n{n} trials in {time.monotonic() - t0:.0f} s; RSS after trials 1/5/10/20/30: "
           f"{marks} MiB")  # fmt: skip
+    a, b = seen.get(5), seen.get(n)
     if a and b:
         print(f"growth from trial 5 to {n}: {100 * (b - a) / a:+.1f}% (peak {peak_mib():.0f} MiB)")
+    if child:
+        print(f"worker processes: at most {max(child.values()):.0f} MiB")
 
 
 def stages() -> None:
@@ -115,12 +139,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=3000, help="labelled rows used (a slice)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--stages", action="store_true")
+    ap.add_argument("--isolate", choices=["process", "none"], default="process")
     args = ap.parse_args()
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if args.stages:
         stages()
     else:
-        trials(args.trials, args.rows, args.epochs)
+        trials(args.trials, args.rows, args.epochs, args.isolate)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The pipeline's own Keras callbacks, in one style: ``keras.callbacks.Callback`` subclasses.
 
-Keras' built-ins do the rest (best weights: ``EarlyStopping(restore_best_weights=True)``; NaN
-loss: ``TerminateOnNaN``; plateaus: ``ReduceLROnPlateau``). The classes below subclass Keras, so
+Keras' built-ins do the rest (best weights: ``EarlyStopping(restore_best_weights=True)``;
+plateaus: ``ReduceLROnPlateau``). The classes below subclass Keras, so
 they are defined on first use through this module's ``__getattr__``: importing this module does
 not import TensorFlow. Use them as ``callbacks.Deadline(...)``.
 """
@@ -53,6 +53,15 @@ def _define() -> dict[str, type]:
             self.seconds.append(time.perf_counter() - self._t)
             if logs is not None:
                 logs["seconds"] = round(self.seconds[-1], 3)  # into the history
+
+    class StopOnNaN(keras.callbacks.Callback):
+        """Raise ``FloatingPointError`` at the first NaN/inf loss (Keras' TerminateOnNaN prints
+        to stdout and still runs the epoch's validation)."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise FloatingPointError("loss became NaN/inf; lower the learning rate")
 
     class CosineToDeadline(keras.callbacks.Callback):
         """Cosine decay of the learning rate to 1% over the planned epochs. With a deadline the

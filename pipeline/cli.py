@@ -204,6 +204,12 @@ def _tune_flags(p) -> None:
     )
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified)")
+    p.add_argument(
+        "--isolate",
+        choices=["process", "none"],
+        help="run trials in a child process, so memory cannot grow trial after trial "
+        "(default process; none: in this process)",
+    )
 
 
 def _fetch_flags(p) -> None:

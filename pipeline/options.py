@@ -124,6 +124,7 @@ class TuneOptions(Options):
     max_failures: int = 5
     limit: int | None = None
     no_report: bool = False
+    isolate: str = "process"  # trials in a child process (memory), or "none": in this one
 
     # ``--quick``: a 2-3 minute smoke run; these replace the defaults of flags not given
     QUICK: ClassVar[dict[str, Any]] = {

@@ -231,7 +231,7 @@ def _callbacks(settings: TrainSettings, deadline: When | None, keep_best: bool, 
 
     initial = state["epoch"] if state else 0
     timer = callbacks.EpochTimer()
-    cbs: list[Any] = [timer, keras.callbacks.TerminateOnNaN()]
+    cbs: list[Any] = [timer, callbacks.StopOnNaN()]
     best = None
     if keep_best:
         # never stops (patience beyond the epochs); keeps and restores the best epoch's weights

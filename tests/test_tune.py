@@ -124,7 +124,8 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(demo_small, tmp_path, m
         return real(name, *a, **kw)
 
     monkeypatch.setattr(pipeline.models, "build_model", flaky)
-    assert cli.main(_args(demo_small, tmp_path, "--trials", "2")) == 0
+    # in this process: the patched builder does not reach a worker process
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--isolate", "none")) == 0
     study = _study(tmp_path)
     states = [t.state for t in study.get_trials()]
     assert states[0] == optuna.trial.TrialState.FAIL
@@ -144,7 +145,9 @@ def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkey
         return real(*a, **kw)
 
     monkeypatch.setattr(pipeline.models, "build_model", broken)
-    code = cli.main(_args(demo_small, tmp_path, "--trials", "10", "--max-failures", "2"))
+    code = cli.main(
+        _args(demo_small, tmp_path, "--trials", "10", "--max-failures", "2", "--isolate", "none")
+    )
     assert code == 2  # no completed trial: one-line error from the final stage
     assert len(_study(tmp_path).get_trials()) == 2
 
@@ -361,3 +364,29 @@ def test_workers_started_together_all_open_the_new_study(tmp_path):
         assert p.returncode == 0, out
     study = optuna.load_study(study_name="race", storage=url)
     assert len(_complete(study)) == 4
+
+
+def test_trials_run_in_a_worker_process_and_their_records_come_back(
+    demo_small, tmp_path, monkeypatch, capsys
+):
+    """By default a trial trains in a child process (memory cannot grow trial after trial in
+    the main one): a builder broken in this process does not reach it, and the trials' records
+    and models are there all the same."""
+    import pipeline.models
+
+    def broken(*a, **kw):
+        if kw:  # trial builds only
+            raise RuntimeError("this process must not train trials")
+        return real(*a, **kw)
+
+    real = pipeline.models.build_model
+    monkeypatch.setattr(pipeline.models, "build_model", broken)
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--pruner", "none")) == 0
+    trials = _study(tmp_path).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for t in trials:
+        assert t.user_attrs["val_accuracy"] == t.value and os.path.exists(
+            t.user_attrs["model_path"]
+        )
+        assert sorted(t.intermediate_values) == [1]  # epochs reported from the worker
+    assert "this process must not train" not in capsys.readouterr().out

@@ -121,8 +121,22 @@ def run(opts: TuneOptions) -> int:
                            ds.image_shape, ds.num_classes, full)  # fmt: skip
     if not models:
         raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
+    worker = None
+    if opts.isolate == "process":
+        from pipeline.data import resolve_data_dir
+        from pipeline.tune.worker import Setup, Worker
+
+        worker = Worker(Setup(
+            data_dir=str(resolve_data_dir(opts.data, opts.competition)),
+            cache_dir=str(opts.artifacts / "cache"), competition=opts.competition,
+            image_shape=opts.image_shape, channels_first=opts.channels_first, seed=opts.seed,
+            limit=opts.limit, search_rows=plan.search_rows, storage=url, study=name,
+            pruner=opts.pruner, max_epochs=plan.max_epochs,
+            models_dir=str(tune_dir / "models"), artifact_store=opts.artifact_store,
+            debug=opts.debug,
+        ))  # fmt: skip
     objective = Objective(ds, data, models, plan.max_epochs, budget, cost, tune_dir / "models",
-                          opts.seed, open_store(opts.artifact_store))  # fmt: skip
+                          opts.seed, open_store(opts.artifact_store), worker)  # fmt: skip
     n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
     log(
         f"study {name!r} in {masked(url)} ({n_done} completed trials), {len(models)} "
@@ -136,7 +150,11 @@ def run(opts: TuneOptions) -> int:
         )
     )
     shrink = plan.final_fit and not opts.search_only
-    run_search(study, objective, opts.trials, opts.max_failures, plan.keep, shrink)
+    try:
+        run_search(study, objective, opts.trials, opts.max_failures, plan.keep, shrink)
+    finally:
+        if worker is not None:
+            worker.close()
     if opts.search_only:
         frame = trials_frame(study)
         from pipeline.fsutil import atomic_write_text

@@ -7,7 +7,9 @@ its reason. The trial's model and its holdout probabilities are saved for the fi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from pipeline.data import Dataset
 from pipeline.data.split import Split
 from pipeline.device import fresh_session
 from pipeline.records import TrialRecord, read_trial, write_trial
+from pipeline.training import TrainSettings
 from pipeline.tune.budget import Budget, CostModel
 
 # every trial (a quarter of a short one): batch-norm nets at a high rate need it (see training)
@@ -35,10 +38,12 @@ class Objective:
         models_dir: Path,
         seed: int,
         store=None,
+        worker=None,
     ):
         self.ds, self.data, self.models = ds, data, list(models)
         self.max_epochs, self.budget, self.cost = max_epochs, budget, cost
         self.models_dir, self.seed, self.store = Path(models_dir), seed, store
+        self.worker = worker  # trials in a child process, or None: in this one
         self.failures = 0  # in a row
 
     def epoch_seconds(self, name: str) -> float:
@@ -50,12 +55,10 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from pipeline import callbacks
-        from pipeline.models import build_model, get_entry
+        from pipeline.models import get_entry
         from pipeline.search_space import suggest
-        from pipeline.training import TrainSettings, fit
+        from pipeline.training import TrainSettings
 
-        fresh_session()  # frees the last trial's models and graphs (gc included)
         entries = {m: get_entry(m) for m in self.models}
         spec = suggest(trial, self.models, entries, self.max_epochs)
         name = spec["model"]
@@ -84,54 +87,93 @@ class Objective:
         record = TrialRecord(model=name, hp=spec["hp"], settings=settings,
                              epochs_clipped_to=clipped)  # fmt: skip
         write_trial(trial, record)
+        job = Job(trial._trial_id, trial.number, name, spec["hp"], settings,
+                  self.budget.search_deadline - 5)  # fmt: skip
         try:
-            model = build_model(name, self.ds.image_shape, self.ds.num_classes, **spec["hp"])
-            result = fit(
-                model,
-                settings,
-                self.data,
-                self.ds.num_classes,
-                callbacks=[callbacks.OptunaPruning(trial)],
-                deadline=self.budget.search_deadline - 5,
-                verbose=0,
-            )
-        except optuna.TrialPruned as exc:
-            write_trial(trial, TrialRecord(reason=str(exc)))
+            if self.worker is not None:  # in a child process (see pipeline.tune.worker)
+                value = self.worker.run(job)
+            else:
+                value = train_trial(trial, job, self.ds, self.data, self.models_dir, self.store)
+        except optuna.TrialPruned:
             raise
-        except FloatingPointError as exc:
-            write_trial(trial, TrialRecord(reason=str(exc)))
-            raise optuna.TrialPruned(str(exc)) from None
-        except Exception as exc:
-            write_trial(trial, TrialRecord(reason=f"{type(exc).__name__}: {str(exc)[:300]}"))
+        except Exception:
             self.failures += 1
             raise
         self.failures = 0
-        write_trial(trial, TrialRecord(metrics=result.metrics, history=result.history))
-        write_trial(trial, self.keep(trial, result.model, result.history))
-        return float(result.metrics.val_accuracy)
+        return value
 
-    def keep(self, trial, model, history) -> TrialRecord:
-        """Save a trial's model and its validation probabilities (the final stage scores
-        ensembles from them without predicting again); with an artifact store, upload them and
-        the history, and record artifact ids rather than local paths."""
-        from pipeline.artifacts import save_history, save_model
-        from pipeline.predict import predict_proba
-        from pipeline.tune import store as st
 
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        path = self.models_dir / f"trial-{trial.number}.keras"
-        save_model(model, path)
-        probs = holdout_probs_path(path)
-        np.save(probs, predict_proba(model, self.data[2]))
-        if self.store is None:
-            return TrialRecord(model_path=str(path))
-        hist = self.models_dir / f"trial-{trial.number}.history.csv"
-        save_history(hist, history)
-        return TrialRecord(
-            model_artifact=st.upload(self.store, trial, path),
-            holdout_artifact=st.upload(self.store, trial, probs),
-            history_artifact=st.upload(self.store, trial, hist),
+@dataclass(frozen=True)
+class Job:
+    """One trial's training, as the search decided it (sent to a worker process as is)."""
+
+    trial_id: int
+    number: int
+    model: str
+    hp: dict[str, Any]
+    settings: TrainSettings
+    deadline: float  # time.monotonic() seconds (one clock for every process of the machine)
+
+
+def train_trial(trial, job: Job, ds: Dataset, data: Split, models_dir: Path, store=None) -> float:
+    """Build, fit (reporting each epoch to ``trial``'s pruner), keep and record one trial;
+    returns its validation accuracy. Raises ``optuna.TrialPruned`` when pruned or when the loss
+    turns NaN; any other failure propagates with its reason written on the trial."""
+    import optuna
+
+    from pipeline import callbacks
+    from pipeline.models import build_model
+    from pipeline.training import fit
+
+    fresh_session()  # frees the last trial's models and graphs (gc included)
+    try:
+        model = build_model(job.model, ds.image_shape, ds.num_classes, **job.hp)
+        result = fit(
+            model,
+            job.settings,
+            data,
+            ds.num_classes,
+            callbacks=[callbacks.OptunaPruning(trial)],
+            deadline=job.deadline,
+            verbose=0,
         )
+    except optuna.TrialPruned as exc:
+        write_trial(trial, TrialRecord(reason=str(exc)))
+        raise
+    except FloatingPointError as exc:
+        write_trial(trial, TrialRecord(reason=str(exc)))
+        raise optuna.TrialPruned(str(exc)) from None
+    except Exception as exc:
+        write_trial(trial, TrialRecord(reason=f"{type(exc).__name__}: {str(exc)[:300]}"))
+        raise
+    write_trial(trial, TrialRecord(metrics=result.metrics, history=result.history))
+    write_trial(trial, keep(trial, result.model, result.history, data, models_dir, store))
+    return float(result.metrics.val_accuracy)
+
+
+def keep(trial, model, history, data: Split, models_dir: Path, store=None) -> TrialRecord:
+    """Save a trial's model and its validation probabilities (the final stage scores ensembles
+    from them without predicting again); with an artifact store, upload them and the history,
+    and record artifact ids rather than local paths."""
+    from pipeline.artifacts import save_history, save_model
+    from pipeline.predict import predict_proba
+    from pipeline.tune import store as st
+
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / f"trial-{trial.number}.keras"
+    save_model(model, path)
+    probs = holdout_probs_path(path)
+    np.save(probs, predict_proba(model, data[2]))
+    if store is None:
+        return TrialRecord(model_path=str(path))
+    hist = models_dir / f"trial-{trial.number}.history.csv"
+    save_history(hist, history)
+    return TrialRecord(
+        model_artifact=st.upload(store, trial, path),
+        holdout_artifact=st.upload(store, trial, probs),
+        history_artifact=st.upload(store, trial, hist),
+    )
 
 
 def holdout_probs_path(model_path: str | Path) -> Path:
