@@ -70,10 +70,31 @@ def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path
         return real(x, y, *a, shuffle=shuffle, **kw)
 
     monkeypatch.setattr(training, "make_dataset", recording)
-    common = ["--data", str(demo_small), "--artifacts", str(tmp_path / "art"), "--submissions",
-              str(tmp_path / "subs"), "--models", "lenet5_wide", "--trials", "1",
-              "--max-epochs", "1", "--limit", "1000", "--pruner", "none", "--no-report",
-              "--timeout", "300", "--search-rows", "300"]  # fmt: skip
+    common = [
+        "--data",
+        str(demo_small),
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--submissions",
+        str(tmp_path / "subs"),
+        "--models",
+        "lenet5_wide",
+        "--trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--limit",
+        "1000",
+        "--pruner",
+        "none",
+        "--no-report",
+        "--timeout",
+        "300",
+        "--search-rows",
+        "300",
+        "--isolate",
+        "none",
+    ]  # fmt: skip (the patch above reaches no worker process)
     assert cli.main(["tune", *common, "--final-fit", "on", "--final-max-epochs", "2"]) == 0
     ds = load_competition(demo_small)
     split = holdout(ds, 42, 1000)

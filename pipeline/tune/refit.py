@@ -71,7 +71,7 @@ def final_fit(
     # re-planned to the deadline every epoch; a resumed fit finishes the plan it had
     planned = (resumed or {}).get("planned_epochs")
     settings = trial.settings.replace(
-        epochs=planned or (cap if max_epochs else epochs * 2),
+        epochs=planned or cap,
         schedule="cosine",
         warmup_epochs=1.0,
         augment=with_flip(trial.settings.augment, flip.invariant),
