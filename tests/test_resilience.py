@@ -188,3 +188,23 @@ def test_study_made_for_other_data_is_refused(demo_small, tmp_path, capsys, chan
     _one_line(code, capsys.readouterr().err, rf"made for other data.*{flag}.*--study NEW_NAME")
     # a new study name is the way out
     assert cli.main([*args, "--study", "another"]) == 0
+
+
+NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages|.*cuda|.*oneDNN|.*absl)",
+                   re.IGNORECASE)  # fmt: skip
+
+
+def test_console_shows_only_the_pipelines_lines_and_debug_shows_tensorflow(demo_small, tmp_path):
+    """TensorFlow is imported (a model is loaded): its start-up chatter stays hidden unless
+    --debug."""
+    missing = tmp_path / "missing.keras"
+    args = ["predict", "--model-path", str(missing), "--data", str(demo_small),
+            "--artifacts", str(tmp_path / "art")]  # fmt: skip
+    quiet = _spawn(args)
+    out = quiet.communicate(timeout=300)[0]
+    assert quiet.returncode == 2
+    expected = f"error: {missing}: no such model file; train one with ./run.sh train or tune"
+    assert out.strip().splitlines() == [expected], out
+    loud = _spawn([*args, "--debug"])
+    out = loud.communicate(timeout=300)[0]
+    assert loud.returncode == 2 and any(NOISE.match(line) for line in out.splitlines()), out
