@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -223,6 +224,27 @@ def _spawn(demo_small, tmp_path, *extra, env_extra=None):
     )
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
     # many epochs so that the second trial is still running when the first one has finished
     # no pruner: a pruned trial is not the completed one this test needs
@@ -258,9 +280,12 @@ def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
             ]
             if completed and running:
                 break
+    workers = _children(proc.pid)  # the trial worker process(es)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert completed, "no trial completed before the kill"
+    time.sleep(2)
+    assert workers and not [pid for pid in workers if _alive(pid)]  # they died with it
     before = {t.number: t.value for t in completed}
     time.sleep(3)  # past the heartbeat grace period
     rerun = _spawn(demo_small, tmp_path, "--trials", "1", "--max-epochs", "1")

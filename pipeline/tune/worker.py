@@ -16,7 +16,9 @@ starts for the next.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 from pipeline.tune.objective import Job
 
 TRIALS_PER_WORKER = 8
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ class Worker:
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_main, args=(child, self.setup), daemon=True)
+        self.process = ctx.Process(target=_main, args=(child, self.setup, os.getpid()),
+                                   daemon=True)  # fmt: skip
         self.process.start()
         child.close()
         self.trials = 0
@@ -115,9 +119,21 @@ class Worker:
         self.process = self.conn = None
 
 
-def _main(conn, setup: Setup) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (a SIGKILLed tune would otherwise
+    leave its worker training, and writing to the study, for nobody)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _main(conn, setup: Setup, parent: int) -> None:
     """The worker: load once, then run the trials it is sent until it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     import optuna
 
     from pipeline import device
@@ -137,7 +153,10 @@ def _main(conn, setup: Setup) -> None:
                               pruner=make_pruner(setup.pruner, setup.max_epochs))  # fmt: skip
     store = open_store(setup.artifact_store)
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the main process is gone
+            return
         if job is None:
             return
         trial = optuna.trial.Trial(study, job.trial_id)
