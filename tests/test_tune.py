@@ -21,7 +21,8 @@ from pipeline import cli
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300"]
+SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
+         "--no-report"]  # fmt: skip
 
 
 def _args(demo_small, tmp_path, *extra):
@@ -277,6 +278,8 @@ def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
                 for t in study.get_trials()
                 if t.state == optuna.trial.TrialState.RUNNING
                 and datetime.now() - t.datetime_start > timedelta(seconds=4)
+                # epochs left, so that it cannot finish between this look and the kill
+                and len(t.intermediate_values) < 20
             ]
             if completed and running:
                 break
