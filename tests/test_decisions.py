@@ -132,7 +132,8 @@ BUDGET = 75
 def test_the_budget_holds_with_the_final_stage(demo_small, tmp_path):
     args = ["tune", "--data", str(demo_small), "--artifacts", str(tmp_path / "art"),
             "--submissions", str(tmp_path / "subs"), "--models", "lenet5_wide,cnn1",
-            "--limit", "2000", "--search-rows", "480", "--final-fit", "on", "--timeout", str(BUDGET),
+            "--limit", "2000", "--search-rows", "480", "--final-fit", "on",
+            "--timeout", str(BUDGET),
             # one-epoch trials: some complete in the short search even on a busy machine
             "--max-epochs", "1", "--pruner", "none", "--no-report"]  # fmt: skip
     t0 = time.monotonic()
