@@ -37,6 +37,25 @@ def test_comma_separated_pixel_strings(layout_dir):
     assert ds.image_shape == (4, 4, 1) and ds.x_train.max() > 0
 
 
+def test_integer_tokenizer_agrees_with_the_general_parser():
+    from pipeline.data import pixels as P
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 256, size=(P.ROWS_PER_CHUNK + 37, 12))  # more than one chunk
+    values[0, :3] = [0, 7, 255]
+    cells = [" ".join(map(str, r)) for r in values]
+    cells[1] = "  " + cells[1].replace(" ", ",") + " "  # commas, leading and trailing spaces
+    cells[2] = cells[2].replace(" ", "   ")
+    fast, n = P.parse_pixel_strings(pd.Series(cells), "pixels", "train.csv")
+    assert n == 12 and fast.dtype.kind == "u"
+    np.testing.assert_array_equal(fast, values)
+    # decimals go to pandas' parser: same numbers
+    decimals = pd.Series([" ".join(f"{v / 255:.4f}" for v in r) for r in values[:5]])
+    slow, _ = P.parse_pixel_strings(decimals, "pixels", "train.csv")
+    assert slow.dtype.kind == "f"
+    np.testing.assert_allclose(slow * 255, values[:5], atol=0.02)
+
+
 def _break(folder, how):
     df = pd.read_csv(folder / "train.csv")
     cells = df["pixels"].str.split()

@@ -102,15 +102,21 @@ def string_pixel_names(column: str, n: int) -> list[str]:
 
 
 def parse_pixel_strings(column: pd.Series, name: str, src, expected: int | None = None):
-    """(values as a float array (N, P), P) from a column of space/comma-separated numbers.
+    """(values as an array (N, P), P) from a column of space/comma-separated numbers.
 
-    All cells are parsed at once by pandas' C parser (no Python loop per row). Every row must
+    Integer pixels are tokenized with numpy on the cells' bytes; anything else is parsed by
+    pandas' C parser (no Python loop per row either way). Every row must
     hold ``expected`` values (default: the most common count among the first rows); a missing,
     extra or non-numeric value is a one-line error naming the file, row and column."""
-    cells = column.astype(str).str.replace(",", " ", regex=False)
+    cells = column.astype(str)
     if expected is None:
-        counts = Counter(len(c.split()) for c in cells.head(200))
+        counts = Counter(len(c.replace(",", " ").split()) for c in cells.head(200))
         expected = counts.most_common(1)[0][0]
+    values = _parse_integer_strings(cells, expected)
+    if values is not None:
+        return values, expected
+    # anything else (decimals, signs, words, missing cells): pandas' parser, and errors by row
+    cells = cells.str.replace(",", " ", regex=False)
     try:
         block = pd.read_csv(
             io.StringIO("\n".join(cells)), sep=r"\s+", header=None, names=range(expected),
@@ -122,6 +128,50 @@ def parse_pixel_strings(column: pd.Series, name: str, src, expected: int | None 
     if len(values) != len(cells) or np.isnan(values).any():
         raise _string_error(cells, name, src, expected, "")
     return values, expected
+
+
+DIGITS = np.uint8(ord("0"))
+_INTEGER_BYTES = np.zeros(256, dtype=bool)
+_INTEGER_BYTES[[*range(ord("0"), ord("9") + 1), ord(" "), ord(","), ord("\n")]] = True
+ROWS_PER_CHUNK = 2048  # bounds the tokenizer's temporary arrays (~20 MB of text at 48x48)
+
+
+def _parse_integer_strings(cells: pd.Series, expected: int) -> np.ndarray | None:
+    """The (N, expected) uint16 values of cells made only of 1-3 digit integers separated by
+    spaces or commas, tokenized with numpy on the bytes; None where any cell holds anything else
+    or a row has another count, for the general path to parse or report. bench/parse_speed.py,
+    35,000 FER-sized rows: 5.4 s and 814 MiB peak, against 13.6 s and 2,992 MiB with pandas'
+    parser, and 8.1 s for the same pixels as columns."""
+    out = np.empty((len(cells), expected), dtype=np.uint16)
+    for start in range(0, len(cells), ROWS_PER_CHUNK):
+        chunk = cells.iloc[start : start + ROWS_PER_CHUNK]
+        try:
+            text = np.frombuffer(("\n".join(chunk) + "\n").encode("ascii"), dtype=np.uint8)
+        except UnicodeEncodeError:
+            return None
+        if not _INTEGER_BYTES[text].all():
+            return None  # a decimal point, a sign, a word, "nan": the general path
+        digit = text >= DIGITS
+        edge = np.diff(digit.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+        begins, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+        if len(begins) != len(chunk) * expected:
+            return None
+        # tokens per row: how many begin before each row's newline
+        before = np.searchsorted(begins, np.flatnonzero(text == ord("\n")))
+        if (np.diff(before, prepend=0) != expected).any():
+            return None
+        length = ends - begins
+        if length.max(initial=1) > 3:
+            return None  # 1000 or 0255: let the general path (and its range check) decide
+        values = sum(10**k * _digit(text, ends, length, k + 1) for k in range(3))
+        out[start : start + len(chunk)] = values.reshape(len(chunk), expected)
+    return out
+
+
+def _digit(text: np.ndarray, ends: np.ndarray, length: np.ndarray, back: int) -> np.ndarray:
+    """Each token's digit ``back`` places before its end (0 where the token is shorter)."""
+    d = text[ends - back].astype(np.uint16) - DIGITS
+    return d if back == 1 else np.where(length >= back, d, 0)
 
 
 def _string_error(cells: pd.Series, name: str, src, expected: int, detail: str) -> PipelineError:
