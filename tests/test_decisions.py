@@ -125,7 +125,7 @@ def test_the_holdout_chooses_nothing(demo_small, tmp_path, monkeypatch):
         assert not {r.tobytes() for r in x_tr} & {r.tobytes() for r in x_val}
 
 
-BUDGET = 75
+BUDGET = 120  # the final fit keeps at least 60 s; the search needs the rest on a busy machine
 
 
 @pytest.mark.slow
