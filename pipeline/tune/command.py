@@ -139,9 +139,9 @@ def run(opts: TuneOptions) -> int:
                           opts.seed, open_store(opts.artifact_store), worker)  # fmt: skip
     n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
     log(
-        f"study {name!r} in {masked(url)} ({n_done} completed trials), {len(models)} "
-        "architectures, "
-        f"{device}, budget {opts.timeout:.0f} s, up to {plan.max_epochs} epochs per trial, "
+        f"study {name!r} in {masked(url)} ({n_done} completed trials), "
+        f"{len(models)} architectures, {device}, budget {opts.timeout:.0f} s, "
+        f"up to {plan.max_epochs} epochs per trial, "
         f"pruner {opts.pruner}, {len(data[0])} train / {len(data[2])} holdout images per trial"
         + (
             f"; then {plan.reserve:.0f} s to train the best on all {len(split[0])}"

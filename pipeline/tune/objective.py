@@ -57,7 +57,6 @@ class Objective:
 
         from pipeline.models import get_entry
         from pipeline.search_space import suggest
-        from pipeline.training import TrainSettings
 
         entries = {m: get_entry(m) for m in self.models}
         spec = suggest(trial, self.models, entries, self.max_epochs)

@@ -194,9 +194,8 @@ def check_data(study, url: str, fingerprint: dict[str, Any]) -> None:
     )
     hint = f"rerun with {flags}, or " if flags and "competition" not in differ else ""
     raise PipelineError(
-        f"study {study.study_name!r} in {masked(url)} was made for other data ({made}; this run: "
-        f"{here}); "
-        f"{hint}pass --study NEW_NAME to start a new study"
+        f"study {study.study_name!r} in {masked(url)} was made for other data "
+        f"({made}; this run: {here}); {hint}pass --study NEW_NAME to start a new study"
     )
 
 
