@@ -56,6 +56,53 @@ def test_invariance_rule_on_the_measured_cases():
     assert is_invariant(0.9, 0.1 + MIN_RETAINED * 0.8, 10)
 
 
+def _study(values: list[float | None]):
+    """A real in-memory study: the first value is the enqueued warm start, None a pruned trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 0.0})
+    it = iter(values)
+
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        v = next(it)
+        if v is None:
+            raise optuna.TrialPruned()
+        return v
+
+    study.optimize(objective, n_trials=len(values))
+    return study
+
+
+def test_the_warm_start_keeps_the_final_fit_unless_beaten_by_the_margin():
+    from pipeline.tune.search import MARGIN, completed, final_pick
+
+    # 0.64 points ahead on the slice (the 900 s run's lenet5_wide): not enough
+    ranked = completed(_study([0.8783, 0.8847, None]))
+    assert [t.number for t in ranked] == [1, 0]
+    assert [t.number for t in final_pick(ranked)] == [0, 1]
+    # more than the margin ahead: the search's pick is trained
+    ranked = completed(_study([0.80, 0.80 + MARGIN + 0.002, 0.79]))
+    assert final_pick(ranked)[0].number == 1
+    # the warm start is the best anyway
+    ranked = completed(_study([0.9, 0.85]))
+    assert final_pick(ranked)[0].number == 0
+
+
+def test_the_search_gives_up_its_share_when_it_does_not_earn_it():
+    from pipeline.tune.search import MARGIN, PATIENCE, not_earning
+
+    warm = 0.85
+    assert not not_earning(_study([warm] + [0.84] * (PATIENCE - 1)))
+    assert not_earning(_study([warm] + [0.84, None] * PATIENCE))
+    # a trial ahead by more than the margin keeps the search going
+    assert not not_earning(_study([warm, warm + MARGIN + 0.001] + [None] * PATIENCE))
+    # no completed warm start: nothing to judge against
+    assert not not_earning(_study([None] + [0.5] * PATIENCE))
+
+
 @pytest.mark.slow
 def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path, monkeypatch):
     import pipeline.training as training

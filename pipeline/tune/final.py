@@ -23,7 +23,7 @@ from pipeline.records import FlipDecision, TuneResult, load_json, read_trial, sa
 from pipeline.tune import log
 from pipeline.tune.budget import Budget, TunePlan
 from pipeline.tune.objective import trial_files
-from pipeline.tune.search import completed, print_top, trials_frame
+from pipeline.tune.search import MARGIN, completed, final_pick, print_top, trials_frame
 from pipeline.tune.store import open_store
 
 ENSEMBLE_AUTO_MAX = 3
@@ -89,6 +89,16 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     wanted = ENSEMBLE_AUTO_MAX if opts.ensemble == "auto" else int(opts.ensemble)
     files, done = {}, []
     ranked = completed(study)  # best first; models come from disk or the artifact store
+    if plan.final_fit and not opts.refit and opts.final_trial is None and ranked:
+        picked = final_pick(ranked)
+        if picked[0] is not ranked[0]:
+            log(
+                f"final: keeping the warm start (trial {picked[0].number}, "
+                f"{picked[0].value:.4f}): the best trial ({ranked[0].number}, "
+                f"{ranked[0].value:.4f}) does not beat it by {MARGIN * 100:.1f} points, the lead "
+                "a slice score needs to hold in the final fit"
+            )
+        ranked = picked
     if opts.final_trial is not None:
         ranked = [t for t in ranked if t.number == opts.final_trial]
         if not ranked:
