@@ -103,6 +103,33 @@ def test_the_search_gives_up_its_share_when_it_does_not_earn_it():
     assert not not_earning(_study([None] + [0.5] * PATIENCE))
 
 
+def test_a_share_too_short_to_judge_the_search_goes_to_the_final_fit():
+    import optuna
+
+    from pipeline.records import TrialRecord, write_trial
+    from pipeline.training import FitMetrics
+    from pipeline.tune.search import JUDGED_FRACTION, PATIENCE, cannot_judge
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 0.0})
+
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        m = FitMetrics(0.87, 0.5, 0.9, 0.4, 8, 8, 153.0, 700.0, 416_194, 416_194)
+        write_trial(trial, TrialRecord(model="resnet9s", metrics=m))
+        return 0.87
+
+    study.optimize(objective, n_trials=2)
+    warm, sampled = study.trials
+    need = PATIENCE * JUDGED_FRACTION * 153.0
+    # the 900 s run: 106 s of the share left after a 153 s warm start
+    assert cannot_judge(warm, 106.0)
+    assert not cannot_judge(warm, need + 1)
+    # only the warm start is judged this way
+    assert not cannot_judge(sampled, 1.0)
+
+
 @pytest.mark.slow
 def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path, monkeypatch):
     import pipeline.training as training
