@@ -188,3 +188,27 @@ def test_an_entry_that_cannot_build_for_the_data_is_left_out_with_a_reason(monke
     out = capsys.readouterr().out
     for name in cost.problems:
         assert f"leaving out {name}: it cannot be built for 6x6x1 images" in out
+
+
+def test_entries_the_final_fit_cannot_train_long_are_left_out_on_cpu(capsys):
+    from pipeline.options import TuneOptions
+    from pipeline.tune.budget import CostModel, make_plan
+    from pipeline.tune.command import MIN_FINAL_EPOCHS, choose_models
+
+    opts = TuneOptions(timeout=900)
+    plan = make_plan(opts, 60_000, "CPU")
+    full = (48_000, 12_000)
+    per_mac = 1e-9
+    one_epoch = (full[0] + full[1] / 3) * 1.1 * per_mac  # seconds per MAC of a full epoch
+    # the 900 s run's resnet9s: ~61 s an epoch, ~9.6 epochs in the 585 s reserve: kept
+    fits = int(plan.reserve / MIN_FINAL_EPOCHS / one_epoch * 0.95)
+    slow = int(plan.reserve / MIN_FINAL_EPOCHS / one_epoch * 1.05)
+    cost = CostModel(per_mac, {"resnet9s": fits, "resnet9m": slow, "lenet5": fits // 50})
+    kept = choose_models(opts, plan, cost, 12_000, 3_000, list(cost.macs), full_rows=full)
+    assert kept == ["resnet9s", "lenet5"]
+    assert "leaving out resnet9m (the final fit could not train" in capsys.readouterr().out
+    # --models is taken as given
+    forced = TuneOptions(timeout=900, models=("resnet9m",))
+    assert choose_models(forced, plan, cost, 12_000, 3_000, ["resnet9m"], full_rows=full) == [
+        "resnet9m"
+    ]
