@@ -53,7 +53,7 @@ def choose_ensemble(trials: list, files: dict, requested: int | str, y_val: np.n
 
 
 def flip_decision(opts: TuneOptions, model_path: Path, x_val, y_val, k: int) -> FlipDecision:
-    """``--flip on/off``, or measured with the best trial's model on the trials' validation
+    """``--flip on/off``, or measured with the chosen trial's model on the trials' validation
     images (see :mod:`pipeline.tune.flip`)."""
     from pipeline.predict import load_model
     from pipeline.tune.flip import decide_flip, forced
@@ -63,7 +63,7 @@ def flip_decision(opts: TuneOptions, model_path: Path, x_val, y_val, k: int) -> 
     decision = decide_flip(load_model(Path(model_path)), x_val, y_val, k)
     log(
         f"final: left-right mirror {'keeps' if decision.invariant else 'changes'} the labels "
-        f"(the best trial's model: {decision.accuracy_plain:.4f} plain, "
+        f"(the chosen trial's model: {decision.accuracy_plain:.4f} plain, "
         f"{decision.accuracy_mirrored:.4f} mirrored on {decision.rows} validation images); "
         f"{'mirror in training and at test time' if decision.invariant else 'no mirror'}"
     )
