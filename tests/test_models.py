@@ -200,7 +200,7 @@ def test_entries_the_final_fit_cannot_train_long_are_left_out_on_cpu(capsys):
     full = (48_000, 12_000)
     per_mac = 1e-9
     one_epoch = (full[0] + full[1] / 3) * 1.1 * per_mac  # seconds per MAC of a full epoch
-    # the 900 s run's resnet9s: ~61 s an epoch, ~9.6 epochs in the 585 s reserve: kept
+    # just over and just under MIN_FINAL_EPOCHS full epochs in the 585 s reserve
     fits = int(plan.reserve / MIN_FINAL_EPOCHS / one_epoch * 0.95)
     slow = int(plan.reserve / MIN_FINAL_EPOCHS / one_epoch * 1.05)
     cost = CostModel(per_mac, {"resnet9s": fits, "resnet9m": slow, "lenet5": fits // 50})

@@ -116,19 +116,23 @@ class Progress:
             study.stop()
 
 
+def is_warm_start(trial) -> bool:
+    """True for the warm-start trial: the one enqueued before the search samples (Optuna keeps
+    the enqueued parameters, also on a retry of it)."""
+    return "fixed_params" in trial.system_attrs
+
+
 def warm_start_trial(trials: list):
-    """The completed warm-start trial (the one enqueued before the search samples), or None."""
-    done = [t for t in trials if t.state.name == "COMPLETE" and "fixed_params" in t.system_attrs]
+    """The completed warm-start trial, or None."""
+    done = [t for t in trials if t.state.name == "COMPLETE" and is_warm_start(t)]
     return min(done, key=lambda t: t.number, default=None)
 
 
 def cannot_judge(trial, left: float) -> bool:
     """True when ``trial`` is the completed warm start and the search's ``left`` seconds cannot
     hold PATIENCE trials of JUDGED_FRACTION of its time each."""
-    r = read_trial(trial)
-    if "fixed_params" not in trial.system_attrs or r.metrics is None:
-        return False
-    return left < PATIENCE * JUDGED_FRACTION * r.metrics.seconds
+    m = read_trial(trial).metrics if is_warm_start(trial) else None
+    return m is not None and left < PATIENCE * JUDGED_FRACTION * m.seconds
 
 
 def not_earning(study) -> bool:
