@@ -6,18 +6,13 @@ dashboard also lists the models and histories the trials uploaded there.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
 
 from pipeline.errors import PipelineError
 from pipeline.options import DashboardOptions
-
-
-def free_port(host: str) -> int:
-    """A port nobody listens on now (the OS picks it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def run(opts: DashboardOptions) -> int:
@@ -31,7 +26,7 @@ def run(opts: DashboardOptions) -> int:
     )
 
     try:
-        from optuna_dashboard import run_server
+        from optuna_dashboard import wsgi
     except ImportError:
         raise PipelineError(
             "optuna-dashboard is not installed; run ./run.sh (it installs requirements.txt)"
@@ -62,14 +57,53 @@ def run(opts: DashboardOptions) -> int:
         from pipeline.tune.store import open_store
 
         store = open_store(opts.artifact_store)
-    port = opts.port or free_port(opts.host)
-    address = f"http://{opts.host}:{port}/dashboard/"
+    httpd = listen(wsgi(storage, artifact_store=store), opts.host, opts.port or 0)
+    address = f"http://{opts.host}:{httpd.server_port}/dashboard/"
     if opts.study:
         study_id = storage.get_study_id_from_name(opts.study)
         address += f"studies/{study_id}"
     print(f"dashboard: {address} ({len(names)} studies; Ctrl-C stops it)", flush=True)
-    try:
-        run_server(storage, host=opts.host, port=port, artifact_store=store)
-    except KeyboardInterrupt:
-        print("dashboard: stopped", file=sys.stderr)
+    serve_until_signal(httpd)
+    print("dashboard: stopped", file=sys.stderr)
     return 0
+
+
+def listen(app, host: str, port: int):
+    """A threaded wsgiref server for ``app`` bound to host:port (0: the OS picks a free port)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            pass
+
+    try:
+        return make_server(host, port, app, server_class=Server, handler_class=Quiet)
+    except OSError as exc:
+        raise PipelineError(
+            f"dashboard: cannot listen on {host}:{port} ({exc.strerror}); pick another --port"
+        ) from None
+
+
+def serve_until_signal(httpd) -> None:
+    """Serve until SIGINT or SIGTERM, then stop at once.
+
+    The server runs in a daemon thread and the main thread only waits for the signal: when
+    Ctrl-C landed inside a request served on the main thread, wsgiref's bare ``except`` turned
+    the KeyboardInterrupt into an error page and the server went on serving.
+    """
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=httpd.serve_forever, name="dashboard", daemon=True)
+    thread.start()
+    try:
+        stop.wait()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

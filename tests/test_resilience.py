@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -207,3 +208,61 @@ def test_console_shows_only_the_pipelines_lines_and_debug_shows_tensorflow(demo_
     loud = _spawn([*args, "--debug"])
     out = loud.communicate(timeout=300)[0]
     assert loud.returncode == 2 and any(NOISE.match(line) for line in out.splitlines()), out
+
+
+# a WSGI app that says when it is inside a request, then stays there
+SLOW_SERVER = """
+import sys, time
+from pipeline.dashboard import listen, serve_until_signal
+
+def app(environ, start_response):
+    print("in request", flush=True)
+    time.sleep(60)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"late"]
+
+httpd = listen(app, "127.0.0.1", 0)
+print(httpd.server_port, flush=True)
+serve_until_signal(httpd)
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_dashboard_stops_on_a_signal_that_lands_inside_a_request(sig):
+    """Ctrl-C mid-request once left the dashboard serving: wsgiref swallowed the interrupt."""
+    import threading
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        port = int(proc.stdout.readline())
+        url = f"http://127.0.0.1:{port}/"
+
+        def ask():
+            with contextlib.suppress(OSError):  # the server stops mid-request, as asked
+                urllib.request.urlopen(url, timeout=90)
+
+        threading.Thread(target=ask, daemon=True).start()
+        assert proc.stdout.readline().strip() == "in request"
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "stopped", out
+
+
+def test_dashboard_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    from pipeline.dashboard import listen
+    from pipeline.errors import PipelineError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PipelineError, match=rf"127.0.0.1:{port} .*another --port"):
+            listen(lambda e, s: [], "127.0.0.1", port)
