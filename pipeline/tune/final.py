@@ -143,7 +143,8 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     fitted, model, honest = None, None, True
     if plan.final_fit and not opts.refit:
         out = final_fit(ds, split, chosen[0].number, best, budget, opts.final_max_epochs,
-                        opts.tta, flip, opts.seed, tune_dir, checkpoint, store, study)  # fmt: skip
+                        opts.tta, flip, opts.seed, tune_dir, checkpoint, store, study,
+                        init=files[chosen[0].number][0])  # fmt: skip
         if out is not None:
             model, fitted = out
             chosen = chosen[:1]
