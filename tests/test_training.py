@@ -174,3 +174,25 @@ def test_shift_probas_share_the_plain_pass():
     )
     # the shifted passes see different pixels, so they differ from the plain one
     assert not np.allclose(passes[1], passes[0])
+
+
+def test_final_fit_starts_from_the_trials_weights_when_they_fit(tmp_path):
+    """The final fit begins where the chosen trial's network stopped; a saved model of another
+    shape leaves the new one as built (one log line, no crash)."""
+    from pipeline import artifacts
+    from pipeline.tune.refit import start_from
+
+    trained = build_model("lenet5", (28, 28, 1), 10)
+    trained.set_weights([w + 0.5 for w in trained.get_weights()])
+    path = tmp_path / "trial-0.keras"
+    artifacts.save_model(trained, path)
+
+    fresh = start_from(build_model("lenet5", (28, 28, 1), 10), path)
+    for a, b in zip(fresh.get_weights(), trained.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    other = build_model("cnn1", (28, 28, 1), 10)
+    before = [w.copy() for w in other.get_weights()]
+    kept = start_from(other, path)
+    for a, b in zip(kept.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -313,14 +313,21 @@ def test_two_workers_share_one_storage(demo_small, tmp_path):
     assert len(_complete(study)) == 2
 
 
-def test_trials_on_a_slice_then_final_fit_on_the_whole_split(demo_small, tmp_path, capsys):
-    """--search-rows: trials see a slice; the final stage trains the best on the whole split."""
+def test_trials_on_a_slice_then_final_fit_on_the_whole_split(
+    demo_small, tmp_path, capsys, monkeypatch
+):
+    """--search-rows: trials see a slice; the final stage trains the best on the whole split,
+    from the trial's weights, prints progress on part of the holdout and scores all of it."""
+    from pipeline.tune import refit
+
+    monkeypatch.setattr(refit, "PROGRESS_ROWS", 40)
     args = _args(demo_small, tmp_path, "--trials", "2", "--search-rows", "240")
     args += ["--final-fit", "on", "--final-max-epochs", "2"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "240 train / 60 holdout images per trial" in out
     assert "on all 480 training images" in out
+    assert "on 120 holdout images (progress on 40), starting from the trial's weights" in out
     tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune_dir / "best.json").read_text())
     final = best["final_fit"]
