@@ -86,6 +86,8 @@ class FinalFitRecord:
     flip: bool = False  # mirrored views at test time
     model_artifact: str | None = None  # with --artifact-store
     history_artifact: str | None = None
+    progress_rows: int | None = None  # holdout images behind each epoch's progress line
+    started_from: str | None = None  # the trial's saved model whose weights it started from
 
 
 @dataclass(frozen=True)

@@ -187,12 +187,13 @@ def test_final_fit_starts_from_the_trials_weights_when_they_fit(tmp_path):
     path = tmp_path / "trial-0.keras"
     artifacts.save_model(trained, path)
 
-    fresh = start_from(build_model("lenet5", (28, 28, 1), 10), path)
+    fresh = build_model("lenet5", (28, 28, 1), 10)
+    assert start_from(fresh, path)
     for a, b in zip(fresh.get_weights(), trained.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
     other = build_model("cnn1", (28, 28, 1), 10)
     before = [w.copy() for w in other.get_weights()]
-    kept = start_from(other, path)
-    for a, b in zip(kept.get_weights(), before, strict=True):
+    assert not start_from(other, path)
+    for a, b in zip(other.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)

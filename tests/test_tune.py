@@ -332,7 +332,8 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(
     best = json.loads((tune_dir / "best.json").read_text())
     final = best["final_fit"]
     assert final["train_rows"] == 480 and final["holdout_rows"] == 120
-    assert final["epochs_run"] == 2
+    assert final["epochs_run"] == 2 and final["progress_rows"] == 40
+    assert final["started_from"].endswith(f"trial-{final['trial']}.keras")
     assert best["model_path"].endswith("final.keras") and os.path.exists(best["model_path"])
     # what is submitted uses the test-time views decided before the fit (none chosen on the
     # holdout), so the reported accuracy is the one with those views

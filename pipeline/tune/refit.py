@@ -46,8 +46,9 @@ def final_fit(
     the budget does (re-planned each epoch from measured epoch times); the time kept for
     predicting afterwards (holdout and test under every test-time view) is re-measured from each
     epoch's holdout pass (an estimate from the trial's speed overran a 3600 s budget by 6 s).
-    The last epoch is kept and scored on the holdout: nothing was chosen on it, so its accuracy
-    is the honest estimate of what is submitted."""
+    The last epoch is kept and scored on the whole holdout (each epoch's progress line uses
+    PROGRESS_ROWS of it): nothing was chosen on it, so its accuracy is the honest estimate of
+    what is submitted."""
 
     from pipeline import artifacts, callbacks
     from pipeline.models import build_model
@@ -96,8 +97,7 @@ def final_fit(
     )
     fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
-    if init is not None:
-        model = start_from(model, Path(init))
+    started = init is not None and start_from(model, Path(init))
     result = fit(
         model,
         settings,
@@ -148,14 +148,17 @@ def final_fit(
         model_path=str(path),
         settings=settings,
         flip=flip.invariant,
+        progress_rows=n_progress,
+        started_from=str(init) if started else None,
         **uploaded,
     )
     return result.model, record
 
 
-def start_from(model, saved: Path):
-    """``model`` with the weights of the saved model ``saved`` (the same entry and
-    hyperparameters, so the same layers); ``model`` as built when they do not match."""
+def start_from(model, saved: Path) -> bool:
+    """Give ``model`` the weights of the saved model ``saved`` (the same entry and
+    hyperparameters, so the same layers); False, and ``model`` left as built, when they do not
+    load or match."""
     from pipeline.errors import PipelineError
     from pipeline.predict import load_model
 
@@ -163,7 +166,8 @@ def start_from(model, saved: Path):
         model.set_weights(load_model(saved).get_weights())
     except (OSError, ValueError, PipelineError) as exc:
         log(f"final: training from scratch: the trial's weights do not load ({exc})")
-    return model
+        return False
+    return True
 
 
 def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord, budget: Budget):
