@@ -88,16 +88,16 @@ def final_fit(
         augment=with_flip(trial.settings.augment, flip.invariant),
         seed=seed,
     )
+    fresh_session()
+    model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
+    started = init is not None and start_from(model, Path(init))
     log(
         f"final: training trial {trial_number}'s configuration ({trial.model}, augment "
         f"{settings.augment}) on all {len(y_tr)} training images for ~{epochs} epochs "
         f"(~{epochs * epoch_s:.0f} s; re-planned each epoch from its measured time), "
         f"scored at its last epoch on {len(y_va)} holdout images (progress on {n_progress})"
-        + (f", starting from the trial's weights ({Path(init).name})" if init else "")
+        + (f", starting from the trial's weights ({Path(init).name})" if started else "")
     )
-    fresh_session()
-    model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
-    started = init is not None and start_from(model, Path(init))
     result = fit(
         model,
         settings,
