@@ -152,9 +152,30 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0):
     raise PipelineError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
+CPU_AUTOTUNE = False  # True restores tf.data autotuning on a CPU (the benchmark's baseline)
+
+
+def dataset_options(device: str):
+    """``tf.data`` options for the device: on a CPU, autotuning off.
+
+    With it on, on 2 cores, many epochs stalled 8-35 s on their first batch and the final fit's
+    epochs took ~45 s or ~80 s at random (``bench/input_pipeline.py``). Likely cause: every
+    epoch opens a new iterator, whose parallel maps start at the autotuner's initial
+    parallelism (16 threads) and fight the training step for the cores. On a GPU the autotuner
+    keeps the accelerator fed."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    if device == "CPU" and not CPU_AUTOTUNE:
+        options.autotune.enabled = False
+    return options
+
+
 def make_dataset(x, y, num_classes, batch_size, *, shuffle=False, seed=0, augment="off"):
     """uint8 images -> float32 [0, 1] batches (one-hot labels when ``y`` is given), prefetched."""
     import tensorflow as tf
+
+    from pipeline.device import configure_runtime
 
     if y is None:
         ds = tf.data.Dataset.from_tensor_slices(x)
@@ -179,7 +200,9 @@ def make_dataset(x, y, num_classes, batch_size, *, shuffle=False, seed=0, augmen
             ds = ds.map(
                 lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE
             )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(
+        dataset_options(configure_runtime()["device"])
+    )
 
 
 def augmentation_layers(augment: str, seed: int = 0, image_shape=(28, 28, 1)):

@@ -125,6 +125,36 @@ def test_cosine_schedule_replans_to_the_deadline(tmp_path):
     del keras
 
 
+def test_the_cosine_plan_leaves_room_for_a_slow_epoch(monkeypatch):
+    """Epochs of 10 s, then one of 30 s, with 25 s left: the mean (15 s) says one more fits,
+    the slowest recent epoch says it may not, and the schedule stops."""
+    import types
+
+    from pipeline import callbacks
+
+    clock = [100.0]
+    monkeypatch.setattr(callbacks, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(learning_rate=0.1))
+    model.stop_training = False
+    cb = callbacks.CosineToDeadline(0.1, 100, deadline=100.0 + 60 + 25)
+    cb.set_model(model)
+    cb.on_train_begin()
+    for epoch, seconds in enumerate([10, 10, 10]):
+        cb.on_epoch_begin(epoch)
+        clock[0] += seconds
+        logs = {}
+        cb.on_epoch_end(epoch, logs)
+        assert not model.stop_training
+        assert logs["seconds_left"] == pytest.approx(85 - 10 * (epoch + 1))
+    assert cb.n == 3 + 55 // 10  # steady 10 s epochs: the plan is the mean's
+    cb.on_epoch_begin(3)
+    clock[0] += 30
+    logs = {}
+    cb.on_epoch_end(3, logs)
+    assert logs["seconds_left"] == pytest.approx(25) and logs["planned_epochs"] == 4
+    assert model.stop_training
+
+
 def test_a_deadline_function_is_reread_every_epoch():
     import time
 
