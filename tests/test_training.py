@@ -22,6 +22,19 @@ def test_dataset_scales_per_batch_and_one_hots():
     np.testing.assert_array_equal(labels.numpy(), [[0, 1, 0], [1, 0, 0]])
 
 
+def test_tf_data_autotuning_is_off_on_a_cpu_only():
+    from pipeline.device import configure_runtime
+    from pipeline.training import dataset_options
+
+    assert dataset_options("CPU").autotune.enabled is False
+    assert dataset_options("GPU").autotune.enabled is not False  # the autotuner feeds a GPU
+    x = np.zeros((4, 2, 2, 1), dtype=np.uint8)
+    on_cpu = configure_runtime()["device"] == "CPU"
+    for ds in (make_dataset(x, np.arange(4) % 2, 2, 2, shuffle=True, augment="crop"),
+               make_dataset(x, None, 0, 2)):  # fmt: skip
+        assert (ds.options().autotune.enabled is False) == on_cpu
+
+
 @pytest.mark.slow
 def test_small_model_learns_real_rows(demo_small):
     ds = load_competition(demo_small)
