@@ -8,6 +8,7 @@ trial and both honest accuracies, and the mean gain of the pick over the warm st
 after another from a frozen worktree of HEAD.
 
     .venv/bin/python bench/search_share.py [--seeds 1,2,3] [--search 440] [--final 600]
+                                           [--models a,b]
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from leaderboard import OUT, head, sealed_competition, worktree  # noqa: E402
 
+SPACE = "resnet9s,resnet9m,resnet20,cnn1,cnn2,cnn3,cnn4,cnn5,cnn6,cnn7,cnn5bn,lenet5,lenet5_wide"
+
 
 def tune(checkout: Path, data: Path, art: Path, seed: int, *extra: str) -> dict:
     cmd = [str(checkout / "run.sh"), "tune", "--data", str(data), "--artifacts", str(art),
@@ -42,6 +45,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--search", type=int, default=440, help="seconds of search per seed")
     ap.add_argument("--final", type=int, default=600, help="seconds of each final stage")
+    # a short search-only budget would leave out the entries a 3600 s run searches (resnet9s,
+    # the warm start, among them): give it the 3600 s run's space on 2 cores, less resnet,
+    # whose one trial (~500 s) would take the whole search
+    ap.add_argument("--models", default=SPACE)
     args = ap.parse_args()
     checkout = worktree(head())
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -49,7 +56,8 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         data = sealed_competition(OUT / "sealed-all-42", 42, None)
         art = OUT / f"share-{stamp}-{seed}"
-        tune(checkout, data, art, seed, "--search-only", "--timeout", str(args.search))
+        tune(checkout, data, art, seed, "--search-only", "--timeout", str(args.search),
+             "--models", args.models)  # fmt: skip
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
