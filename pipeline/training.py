@@ -152,9 +152,6 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0):
     raise PipelineError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
-CPU_AUTOTUNE = False  # True restores tf.data autotuning on a CPU (the benchmark's baseline)
-
-
 def dataset_options(device: str):
     """``tf.data`` options for the device: on a CPU, autotuning off.
 
@@ -166,7 +163,7 @@ def dataset_options(device: str):
     import tensorflow as tf
 
     options = tf.data.Options()
-    if device == "CPU" and not CPU_AUTOTUNE:
+    if device == "CPU":
         options.autotune.enabled = False
     return options
 
