@@ -43,32 +43,32 @@ def peak_mib() -> float:
 
 
 def trials(n: int, rows: int, epochs: int, isolate: str) -> None:
-
-    from pipeline import device
-    from pipeline.data import holdout, load_competition, search_split
+    from pipeline import artifacts, device
+    from pipeline.data import load
+    from pipeline.options import TuneOptions
     from pipeline.search_space import DEFAULT_MODELS
-    from pipeline.tune.budget import Budget, cost_model
+    from pipeline.tune.budget import Budget, TunePlan, cost_model
     from pipeline.tune.objective import Objective
+    from pipeline.tune.splits import run_splits
     from pipeline.tune.study import create_or_load_study, make_pruner, make_sampler
-    from pipeline.tune.worker import Setup, Worker
+    from pipeline.tune.worker import Worker
 
     device.quiet()
     device.configure_runtime()
-    demo, cache = ROOT / "input" / "fashion-mnist", ROOT / "artifacts" / "cache"
-    ds = load_competition(demo, cache_dir=cache)
-    data = search_split(holdout(ds, 42, rows), None, 42)
     work = Path(tempfile.mkdtemp(prefix="mem-"))
+    opts = TuneOptions(data=ROOT / "input" / "fashion-mnist", artifacts=work, limit=rows,
+                       pruner="none", max_epochs=epochs)  # fmt: skip
+    plan = TunePlan("CPU", 1e6, None, False, epochs, 0.0, 3)
+    ds = load(opts)
+    data = run_splits(ds, opts, plan).search
     models = [m for m in DEFAULT_MODELS if m not in ("alexnet", "vgg16")]
     cost = cost_model(ds, models, work / "cost.json")
     url = f"sqlite:///{work / 'optuna.db'}"
     study = create_or_load_study(url, "memory", make_sampler(42), make_pruner("none", epochs))
-    worker = None
-    if isolate == "process":
-        setup = Setup(str(demo), str(cache), None, None, False, 42, rows, None, url, "memory",
-                      "none", epochs, str(work / "models"), None, False)  # fmt: skip
-        worker = Worker(setup)
-    objective = Objective(ds, data, models, epochs, Budget.start(10**6), cost,
-                          work / "models", 42, None, worker)  # fmt: skip
+    worker = Worker(opts) if isolate == "process" else None
+    models_dir = artifacts.tune_dir(work, ds.competition) / "models"
+    objective = Objective(ds, data, models, plan, Budget.start(10**6), cost, models_dir, 42,
+                          None, worker)  # fmt: skip
     print(f"start: RSS {rss_mib():.0f} MiB (data, runtime and cost model loaded); trials "
           f"{'in a worker process' if worker else 'in this process'}", flush=True)  # fmt: skip
     seen: dict[int, float] = {}

@@ -1,164 +1,89 @@
-"""Benchmark: training images/second of cnn7, the pipeline's way versus the study's way.
+"""Benchmark: what makes CPU training fast, one factor at a time: oneDNN on/off x batch 32/256.
 
-The study's way: Sequential model, float32 numpy arrays, ``fit(batch_size=32)``, stock TensorFlow
-settings (oneDNN off). The pipeline's way: ``pipeline.training.fit`` (uint8 -> tf.data, oneDNN on,
-batch 256). Same data slice; each measurement in a fresh process (TensorFlow reads
-TF_ENABLE_ONEDNN_OPTS at import); runs alternate; the median ratio is reported.
+Each cell trains one zoo entry with ``pipeline.training.fit`` (uint8 -> tf.data, the entry's
+recipe with the batch size overridden) on the same slice of the demo, in a fresh process
+(TensorFlow reads TF_ENABLE_ONEDNN_OPTS when it is imported). The cells run in a new random order
+every repeat, so drift of a noisy machine spreads over all of them. Epoch 1 (graph tracing) is
+left out; a cell's figure is the median of its later epochs' images/s.
 
-    .venv/bin/python bench/train_speed.py [--rows 6000] [--repeats 3]
+    .venv/bin/python bench/train_speed.py [--model cnn7] [--rows 6000] [--epochs 3] [--repeats 3]
+
+Prints one line per run, then per cell the median and spread over repeats, and the effect of each
+factor with the other held (the ratio of medians).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BATCHES = (32, 256)
+ONEDNN = ("0", "1")
 
 
-def child(mode: str, rows: int, batch: int) -> None:
-    import numpy as np
-
+def child(model: str, rows: int, batch: int, epochs: int) -> None:
     sys.path.insert(0, str(ROOT))
+    from pipeline import device
     from pipeline.data import holdout, load_competition
+    from pipeline.models import build_model, get_entry
+    from pipeline.training import fit, settings_for
 
+    device.quiet()
     ds = load_competition(ROOT / "input" / "fashion-mnist", cache_dir=ROOT / "artifacts" / "cache")
     x_tr, y_tr, x_va, y_va = holdout(ds, 0, limit=rows)
-    import keras
+    settings = settings_for(get_entry(model), seed=0, epochs=epochs, batch_size=batch)
+    r = fit(build_model(model, ds.image_shape, ds.num_classes), settings,
+            (x_tr, y_tr, x_va, y_va), ds.num_classes, verbose=0)  # fmt: skip
+    secs = r.history["seconds"][1:]
+    print(json.dumps({"images_per_second": len(x_tr) / statistics.median(secs)}))
 
-    if mode == "study":
-        from keras import layers
 
-        m = keras.Sequential(
-            [
-                keras.Input((28, 28, 1)),
-                layers.Conv2D(32, 5, padding="same", activation="relu"),
-                layers.BatchNormalization(),
-                layers.Conv2D(32, 5, padding="same", activation="relu"),
-                layers.BatchNormalization(),
-                layers.MaxPooling2D(2),
-                layers.Dropout(0.25),
-                layers.Conv2D(64, 3, padding="same", activation="relu"),
-                layers.BatchNormalization(),
-                layers.Conv2D(64, 3, padding="same", activation="relu"),
-                layers.MaxPooling2D(2, strides=2),
-                layers.Dropout(0.25),
-                layers.BatchNormalization(),
-                layers.Flatten(),
-                layers.Dense(256, activation="relu"),
-                layers.Dropout(0.25),
-                layers.Dense(ds.num_classes, activation="softmax"),
-            ]
-        )
-        m.compile(
-            optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        xf, xv = x_tr.astype("float32") / 255.0, x_va.astype("float32") / 255.0
-        yf = keras.utils.to_categorical(y_tr, ds.num_classes)
-        yv = keras.utils.to_categorical(y_va, ds.num_classes)
-        times = []
-
-        class T(keras.callbacks.Callback):
-            def on_epoch_begin(self, e, logs=None):
-                self.t = time.perf_counter()
-
-            def on_epoch_end(self, e, logs=None):
-                times.append(time.perf_counter() - self.t)
-
-        m.fit(
-            xf,
-            yf,
-            batch_size=32,
-            epochs=3,
-            validation_data=(xv, yv),
-            verbose=0,
-            callbacks=[T()],
-            shuffle=False,
-        )
-        secs = times[1:]
-    else:
-        from pipeline.models import build_model, get_entry
-        from pipeline.training import fit, settings_for
-
-        settings = settings_for(get_entry("cnn7"), seed=0, epochs=3, batch_size=batch)
-        r = fit(
-            build_model("cnn7", ds.image_shape, ds.num_classes),
-            settings,
-            (x_tr, y_tr, x_va, y_va),
-            ds.num_classes,
-            verbose=0,
-        )
-        secs = r.history["seconds"][1:]
-    # epoch 1 holds graph tracing: excluded
-    print(json.dumps({"mode": mode, "images_per_second": len(x_tr) / statistics.median(secs)}))
-    del np
+def run_cell(a, onednn: str, batch: int) -> float:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": onednn}
+    cmd = [sys.executable, __file__, "--child", "--model", a.model, "--rows", str(a.rows),
+           "--epochs", str(a.epochs), "--batch", str(batch)]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_second"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="cnn7")
     ap.add_argument("--rows", type=int, default=6000)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--child", choices=["study", "pipeline"])
+    ap.add_argument("--child", action="store_true")
     a = ap.parse_args()
     if a.child:
-        child(a.child, a.rows, a.batch)
+        child(a.model, a.rows, a.batch, a.epochs)
         return
-    results: dict[str, list[float]] = {"study": [], "pipeline": []}
-    ratios = []
+    cells = list(itertools.product(ONEDNN, BATCHES))
+    got: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
+    rng = random.Random(0)
     for i in range(a.repeats):
-        pair = {}
-        for mode in ("study", "pipeline") if i % 2 == 0 else ("pipeline", "study"):
-            env = {
-                **os.environ,
-                "TF_CPP_MIN_LOG_LEVEL": "3",
-                "TF_ENABLE_ONEDNN_OPTS": "0" if mode == "study" else "1",
-            }
-            out = (
-                subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        mode,
-                        "--rows",
-                        str(a.rows),
-                        "--batch",
-                        str(a.batch),
-                    ],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            pair[mode] = json.loads(out)["images_per_second"]
-            results[mode].append(pair[mode])
-            print(f"run {i + 1} {mode:9s} {pair[mode]:8.0f} images/s", flush=True)
-        ratios.append(pair["pipeline"] / pair["study"])
-    print(
-        json.dumps(
-            {
-                "rows": a.rows,
-                "pipeline_batch": a.batch,
-                "study_median": statistics.median(results["study"]),
-                "pipeline_median": statistics.median(results["pipeline"]),
-                "median_ratio": statistics.median(ratios),
-                "ratios": ratios,
-            },
-            indent=2,
-        )
-    )
+        rng.shuffle(cells)
+        for onednn, batch in cells:
+            ips = run_cell(a, onednn, batch)
+            got[(onednn, batch)].append(ips)
+            print(f"run {i + 1} oneDNN {onednn} batch {batch:4d}: {ips:7.0f} images/s", flush=True)
+    med = {c: statistics.median(v) for c, v in got.items()}
+    print(f"\n{a.model}, {a.rows} rows, median of {a.repeats} runs (min-max):")
+    for c in sorted(got):
+        lo, hi = min(got[c]), max(got[c])
+        print(f"  oneDNN {c[0]} batch {c[1]:4d}: {med[c]:7.0f} ({lo:.0f}-{hi:.0f})")
+    for b in BATCHES:
+        print(f"  oneDNN on/off at batch {b}: {med[('1', b)] / med[('0', b)]:.2f}x")
+    for d in ONEDNN:
+        print(f"  batch 256/32 with oneDNN {d}: {med[(d, 256)] / med[(d, 32)]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def main() -> None:
         "exit": proc.returncode,
         "wall_seconds": round(wall, 1),
         "holdout_accuracy": best.get("holdout_accuracy"),
-        "best_trial_holdout_accuracy": best.get("best_trial_holdout_accuracy"),
+        "best_trial_validation_accuracy": best.get(
+            "best_trial_validation_accuracy", best.get("best_trial_holdout_accuracy")
+        ),
         "ensemble": best.get("ensemble"),
         "model": best.get("model"),
         "trials": n_trials,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline import options as o
 from pipeline.errors import PipelineError, explain
+from pipeline.training import OPTIMIZERS
 
 # command -> (options class, "module:function" of its handler)
 HANDLERS: dict[str, tuple[type[o.Options], str]] = {
@@ -103,7 +104,7 @@ def _train_flags(p) -> None:
     p.add_argument("--model", required=True, help="registry name (./run.sh models)")
     p.add_argument("--epochs", type=int, help="default: the study's recipe")
     p.add_argument("--batch-size", type=int, help="default: the study's recipe")
-    p.add_argument("--optimizer", choices=["adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, help="learning rate (default: the study's)")
     p.add_argument(
         "--augment",
@@ -162,7 +163,8 @@ def _tune_flags(p) -> None:
     p.add_argument(
         "--ensemble",
         type=_auto_or_int,
-        help="average the top K trials' models (default auto: best K<=3 on holdout)",
+        help="without a final fit: average the top K trials' models (default auto: the K<=3 "
+        "whose average scores best on the trials' validation images)",
     )
     p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
     p.add_argument(
@@ -218,7 +220,7 @@ def _fetch_flags(p) -> None:
 
 def _submit_flags(p) -> None:
     p.add_argument("--file", type=Path, help="default: the newest CSV under submissions/")
-    p.add_argument("--message", help="default: the model and holdout accuracy of the file")
+    p.add_argument("--message", help="default: the model and the estimate recorded with the file")
     p.add_argument("--dry-run", action="store_true", help="validate only, upload nothing")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the score")
     p.add_argument(

@@ -100,6 +100,7 @@ def fresh_session() -> None:
     silently turn mixed precision off on a GPU after the first trial."""
     import gc
 
+    configure_runtime()  # TensorFlow imported quietly, once
     import keras
 
     keras.backend.clear_session()

@@ -50,11 +50,6 @@ def requested() -> int | None:
     return _requested
 
 
-def reset() -> None:
-    global _requested
-    _requested = None
-
-
 @contextlib.contextmanager
 def training() -> Iterator[None]:
     """While inside, a first signal waits for the end of the current batch."""

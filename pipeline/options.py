@@ -157,7 +157,7 @@ class DashboardOptions(Options):
 class SubmitOptions(Options):
     command: ClassVar[str] = "submit"
     file: Path | None = None  # None: the newest CSV under submissions/
-    message: str | None = None  # None: the model and holdout accuracy of the file
+    message: str | None = None  # None: the model and the estimate recorded with the file
     dry_run: bool = False
     no_wait: bool = False
     wait: float = 600.0

@@ -17,11 +17,11 @@ def load_model(path: Path):
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: no such model file; train one with ./run.sh train or tune")
-    import keras
-
     from pipeline.device import configure_runtime
 
-    configure_runtime()
+    configure_runtime()  # first: TensorFlow's start-up messages are silenced there
+    import keras
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
@@ -66,13 +66,6 @@ def view_probas(model, x: np.ndarray, which, batch_size: int = 1024) -> list[np.
         ds = make_dataset(np.ascontiguousarray(images), None, 0, batch_size)
         out.append(np.asarray(model.predict(ds, verbose=0), dtype=np.float64))
     return out
-
-
-def shift_probas(
-    model, x: np.ndarray, batch_size: int = 1024, shifts=TTA_SHIFTS
-) -> list[np.ndarray]:
-    """Probabilities under each one-pixel shift (identity first)."""
-    return view_probas(model, x, [(dy, dx, False) for dy, dx in shifts], batch_size)
 
 
 def predict_proba(

@@ -5,7 +5,8 @@ A ``train`` run leaves a :class:`RunRecord` (``metrics.json``); a tune trial a
 :class:`FinalFitRecord`, inside the :class:`TuneResult` (``tune/best.json``). The keys are the
 field names, written in one place: :func:`to_dict` / :func:`from_dict`, and for Optuna
 :func:`write_trial` / :func:`read_trial`. A field marked ``FLAT`` is merged into its parent
-(``metrics.json`` is one flat object), so older files and studies read back unchanged.
+(``metrics.json`` is one flat object), so older files and studies read back unchanged. A field
+renamed carries its old key (``was``): files and studies written before the rename still load.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ T = TypeVar("T")
 FLAT = {"flat": True}
 
 
+def was(old: str) -> dict[str, str]:
+    """Field metadata: the key this field had before it was renamed."""
+    return {"was": old}
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One ``train`` run (``runs/<run-id>/metrics.json``)."""
@@ -32,6 +38,7 @@ class RunRecord:
     model: str
     run_id: str
     metrics: FitMetrics = field(metadata=FLAT)
+    validation_rows: int | None = None  # the rows that chose the kept epoch and score it
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class TrialRecord:
     history: dict[str, list[float]] = field(default_factory=dict)
     model_path: str | None = None  # local file (no artifact store)
     model_artifact: str | None = None  # artifact ids (with --artifact-store)
-    holdout_artifact: str | None = None
+    validation_artifact: str | None = field(default=None, metadata=was("holdout_artifact"))
     history_artifact: str | None = None
     reason: str | None = None
     refused: bool = False  # the budget could not hold one epoch: never started
@@ -62,6 +69,33 @@ class FlipDecision:
     accuracy_mirrored: float
     rows: int
     how: str  # "measured", or "--flip on/off"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the run says of the submission's accuracy: the rows it rests on and its 95% interval
+    (Wilson's, for a proportion of ``rows`` independent rows). ``scored_on``: ``holdout`` (rows
+    that chose nothing: honest) or ``validation`` (rows that chose something: optimistic)."""
+
+    accuracy: float
+    rows: int
+    scored_on: str
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, accuracy: float, rows: int, scored_on: str) -> Estimate:
+        z = 1.959964
+        n = max(rows, 1)
+        centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * ((accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+        return cls(accuracy, rows, scored_on, max(0.0, centre - half), min(1.0, centre + half))
+
+    def text(self) -> str:
+        return (
+            f"{self.accuracy:.4f} (95% interval {self.low:.4f}-{self.high:.4f}) on "
+            f"{self.rows} {self.scored_on} rows"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,18 +135,22 @@ class TuneResult:
     params: dict[str, Any]
     hp: dict[str, Any]
     settings: TrainSettings | None
-    holdout_accuracy: float
-    best_trial_holdout_accuracy: float
-    ensemble_holdout_accuracy: dict[str, float]
+    holdout_accuracy: float | None  # None when the holdout trained what is submitted (--refit)
+    best_trial_validation_accuracy: float = field(metadata=was("best_trial_holdout_accuracy"))
+    # the trials' validation accuracy of the averaged top-k probabilities, by k
+    ensemble_validation_accuracy: dict[str, float] = field(
+        metadata=was("ensemble_holdout_accuracy")
+    )
     tta: bool
     final_fit: FinalFitRecord | None
     model_path: str | None
     model_paths: list[str]
     options: dict[str, Any]
     flip: FlipDecision | None = None
-    honest: bool = False  # holdout_accuracy is on rows that chose nothing
+    honest: bool = False  # the estimate is on rows that chose nothing
     search_seconds: float | None = None
     final_seconds: float | None = None
+    estimate: Estimate | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,8 +182,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
             needed = {g.name for g in dataclasses.fields(inner) if _required(g)}
             if needed <= set(data):
                 kwargs[f.name] = from_dict(inner, {k: v for k, v in data.items() if k in names})
-        elif f.name in data:
-            value = data[f.name]
+        elif f.name in data or f.metadata.get("was") in data:
+            value = data[f.name] if f.name in data else data[f.metadata["was"]]
             if inner is not None and isinstance(value, dict):
                 value = from_dict(inner, value)
             kwargs[f.name] = value

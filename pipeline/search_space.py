@@ -16,7 +16,8 @@ DEFAULT_MODELS = (
     "cnn1", "cnn2", "cnn3", "cnn4", "cnn5", "cnn6", "cnn7", "cnn5bn",
     "lenet5", "lenet5_wide", "alexnet", "vgg16", "resnet",
 )  # fmt: skip
-OPTIMIZERS = ("adam", "sgd-nesterov", "rmsprop", "adadelta")
+# the searched optimizers (of pipeline.training.OPTIMIZERS) and their learning-rate ranges; plain
+# SGD is not searched: SGD-Nesterov is its searched form
 LR_RANGE = {
     "adam": (2e-4, 3e-3),
     "rmsprop": (1e-4, 2e-3),
@@ -79,7 +80,7 @@ def suggest(trial, models: list[str], entries: dict[str, Any], max_epochs: int) 
     """One trial's full configuration: model, its hyperparameters, and the training knobs."""
     name = trial.suggest_categorical("model", list(models))
     hp = suggest_hp(trial, name, entries[name].defaults)
-    optimizer = trial.suggest_categorical("optimizer", list(OPTIMIZERS))
+    optimizer = trial.suggest_categorical("optimizer", list(LR_RANGE))
     lo, hi = LR_RANGE[optimizer]
     lr = trial.suggest_float(f"lr_{optimizer}", lo, hi, log=True)
     return {

@@ -61,9 +61,16 @@ def newest_submission(folder: Path, competition: str | None) -> Path:
 
 
 def default_message(meta: dict[str, Any], path: Path) -> str:
+    """The model and what the file's run measured: the holdout's accuracy (rows that chose
+    nothing), else the validation accuracy (rows that chose its epoch), said as such."""
     model = meta.get("model") or path.stem
     acc = meta.get("holdout_accuracy")
-    return f"{model} holdout {acc:.4f}" if isinstance(acc, int | float) else str(model)
+    if isinstance(acc, int | float):
+        return f"{model} holdout {acc:.4f}"
+    estimate = meta.get("estimate") or {}
+    if isinstance(estimate.get("accuracy"), int | float):
+        return f"{model} {estimate.get('scored_on', 'validation')} {estimate['accuracy']:.4f}"
+    return str(model)
 
 
 def validate_file(opts: Options, path: Path, data_competition: str | None) -> int:

@@ -13,14 +13,23 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.callbacks import When
 from pipeline.errors import PipelineError
+
+# a deadline: ``time.monotonic()`` seconds, or a function returning them (re-read every epoch)
+When = float | Callable[[], float]
+
+
+def deadline_at(deadline: When) -> float:
+    """The deadline's ``time.monotonic()`` seconds now."""
+    return deadline() if callable(deadline) else deadline
+
 
 OPTIMIZERS = ("adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
 # Augmentation, as "+"-joined parts (e.g. "crop+flip+erase"; "off" for none). "light" and "strong"
@@ -170,9 +179,10 @@ def dataset_options(device: str):
 
 def make_dataset(x, y, num_classes, batch_size, *, shuffle=False, seed=0, augment="off"):
     """uint8 images -> float32 [0, 1] batches (one-hot labels when ``y`` is given), prefetched."""
-    import tensorflow as tf
-
     from pipeline.device import configure_runtime
+
+    device = configure_runtime()["device"]  # first: TensorFlow's messages silenced there
+    import tensorflow as tf
 
     if y is None:
         ds = tf.data.Dataset.from_tensor_slices(x)
@@ -197,9 +207,7 @@ def make_dataset(x, y, num_classes, batch_size, *, shuffle=False, seed=0, augmen
             ds = ds.map(
                 lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE
             )
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(
-        dataset_options(configure_runtime()["device"])
-    )
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(device))
 
 
 def augmentation_layers(augment: str, seed: int = 0, image_shape=(28, 28, 1)):
@@ -305,13 +313,14 @@ def fit(
     saves its state every epoch and, when the folder holds one, resumes from it: the same
     weights, optimizer state, epoch, history and schedule. A SIGINT/SIGTERM
     (:mod:`pipeline.interrupt`) ends training after the current batch, checkpoint saved."""
+    from pipeline.device import configure_runtime
+
+    info = configure_runtime()  # first: TensorFlow's start-up messages are silenced there
     import keras
 
     from pipeline import callbacks as pcb
     from pipeline import interrupt
-    from pipeline.device import configure_runtime
 
-    info = configure_runtime()
     keras.utils.set_random_seed(settings.seed)
     x_train, y_train, x_val, y_val = data
     bn_momentum = adapt_batch_norm(model, math.ceil(len(x_train) / settings.batch_size))

@@ -77,7 +77,7 @@ def _study(values: list[float | None]):
 
 
 def test_the_warm_start_keeps_the_final_fit_unless_beaten_by_the_margin():
-    from pipeline.tune.search import MARGIN, completed, final_pick
+    from pipeline.tune.decide import MARGIN, completed, final_pick
 
     # 0.64 points ahead on the slice (the 900 s run's lenet5_wide): not enough
     ranked = completed(_study([0.8783, 0.8847, None]))
@@ -92,7 +92,8 @@ def test_the_warm_start_keeps_the_final_fit_unless_beaten_by_the_margin():
 
 
 def test_the_search_gives_up_its_share_when_it_does_not_earn_it():
-    from pipeline.tune.search import MARGIN, PATIENCE, not_earning
+    from pipeline.tune.decide import MARGIN
+    from pipeline.tune.search import PATIENCE, not_earning
 
     warm = 0.85
     assert not not_earning(_study([warm] + [0.84] * (PATIENCE - 1)))

@@ -11,6 +11,7 @@ import pytest
 from pipeline import options as o
 from pipeline.cli import HANDLERS, build_options, build_parser
 from pipeline.records import (
+    Estimate,
     FinalFitRecord,
     RunRecord,
     TrialRecord,
@@ -94,13 +95,30 @@ def test_tune_result_nests_and_reads_back():
     )  # fmt: skip
     result = TuneResult(
         study="s", trial=0, ensemble=[0], model="cnn7", params={"model": "cnn7"}, hp={},
-        settings=SETTINGS, holdout_accuracy=0.81, best_trial_holdout_accuracy=0.7,
-        ensemble_holdout_accuracy={"1": 0.7}, tta=True, final_fit=fitted,
+        settings=SETTINGS, holdout_accuracy=0.81, best_trial_validation_accuracy=0.7,
+        ensemble_validation_accuracy={"1": 0.7}, tta=True, final_fit=fitted,
         model_path="final.keras", model_paths=["t0.keras"], options={"seed": 1},
+        estimate=Estimate.of(0.81, 120, "holdout"),
     )  # fmt: skip
     data = json.loads(json.dumps(to_dict(result)))
     assert data["final_fit"]["settings"]["augment"] == "light"
     assert from_dict(TuneResult, data) == result
+    # a best.json written before the trial-side "holdout" became "validation" still loads
+    old = {k: v for k, v in data.items() if "validation" not in k and k != "estimate"}
+    old["best_trial_holdout_accuracy"] = 0.7
+    old["ensemble_holdout_accuracy"] = {"1": 0.7}
+    back = from_dict(TuneResult, old)
+    assert back.best_trial_validation_accuracy == 0.7
+    assert back.ensemble_validation_accuracy == {"1": 0.7}
+
+
+def test_estimate_interval_is_wilsons():
+    e = Estimate.of(0.95, 12_000, "holdout")
+    # 1.96 * sqrt(0.95 * 0.05 / 12000) = 0.0039: the interval is about +-0.4 points
+    assert 0.9459 < e.low < 0.9461 and 0.9537 < e.high < 0.9539
+    small = Estimate.of(0.962, 288, "holdout")  # the small competition's estimate
+    assert small.low < 0.94 and small.high < 0.98 and "288 holdout rows" in small.text()
+    assert Estimate.of(1.0, 10, "validation").high == pytest.approx(1.0)
 
 
 def test_trial_record_through_optuna_user_attrs():
@@ -116,6 +134,10 @@ def test_trial_record_through_optuna_user_attrs():
     assert back.model_path == "m.keras" and back.reason is None
     # the keys are the field names; the metrics are flat, as in metrics.json
     assert study.trials[0].user_attrs["val_accuracy"] == 0.9
+    # a study written before the rename: its "holdout_artifact" is the validation artifact
+    old = study.ask()
+    old.set_user_attr("holdout_artifact", "abc")
+    assert read_trial(old).validation_artifact == "abc"
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ COLUMNS = [
     "train_loss",
     "val_accuracy",
     "val_loss",
+    "scored_on",
     "seconds",
     "params",
     "epochs",
@@ -81,6 +82,10 @@ def test_train_and_tune_leave_a_full_report(reported):
         assert r["train_accuracy"] == pytest.approx(t["train_accuracy"])
         assert r["params"] == t["param_count"] and r["batch_size"] == t["batch_size"]
     assert list(models["val_accuracy"]) == sorted(models["val_accuracy"], reverse=True)
+    # each score names the rows it rests on
+    scored = models.groupby("kind")["scored_on"].unique()
+    assert list(scored["trial"]) == ["validation (the trials' own rows)"]
+    assert list(scored["run"]) == ["validation (chose the kept epoch)"]
     md = (out / "models.md").read_text().splitlines()
     assert md[0].startswith("| id | kind | model") and len(md) == 2 + len(models)
 

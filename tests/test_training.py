@@ -202,14 +202,14 @@ def test_a_deadline_function_is_reread_every_epoch():
         assert r.metrics.stopped_by_deadline
 
 
-def test_shift_probas_share_the_plain_pass():
+def test_test_time_views_share_the_plain_pass():
     from pipeline.models import build_model
-    from pipeline.predict import TTA_SHIFTS, predict_proba, shift_probas
+    from pipeline.predict import TTA_SHIFTS, predict_proba, view_probas, views
 
     rng = np.random.default_rng(1)
     x = rng.integers(0, 255, size=(40, 28, 28, 1), dtype=np.uint8)
     model = build_model("mlp", (28, 28, 1), 4)
-    passes = shift_probas(model, x, batch_size=16)
+    passes = view_probas(model, x, views(shifts=True), batch_size=16)
     assert len(passes) == len(TTA_SHIFTS)
     np.testing.assert_allclose(passes[0], predict_proba(model, x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(

@@ -10,10 +10,11 @@ from pipeline.options import PredictOptions
 
 def run(opts: PredictOptions) -> int:
     from pipeline import artifacts
+    from pipeline.commands.train import run_estimate
     from pipeline.data import load
     from pipeline.errors import PipelineError
     from pipeline.predict import load_model, predict_proba
-    from pipeline.records import RunRecord, load_json
+    from pipeline.records import RunRecord, load_json, to_dict
     from pipeline.submission import write_predictions
 
     ds = load(opts)
@@ -23,7 +24,7 @@ def run(opts: PredictOptions) -> int:
         model_path = run_dir / "model.keras"
         record = load_json(RunRecord, run_dir / "metrics.json")
         name = record.model or opts.run
-        meta = {"run_id": opts.run, "holdout_accuracy": record.metrics.val_accuracy}
+        meta = {"run_id": opts.run, "estimate": to_dict(run_estimate(record, ds))}
     else:
         model_path = Path(opts.model_path)
         name = model_path.parent.name or model_path.stem

@@ -9,7 +9,7 @@ splits them into the stratified holdout (:mod:`~pipeline.data.split`).
 from pipeline.data.dataset import Dataset, load, load_competition, parse_competition
 from pipeline.data.files import CompetitionFiles, Source, find_files, resolve_data_dir
 from pipeline.data.layout import Layout, infer_image_shape
-from pipeline.data.split import holdout, holdout_split, search_split, stratified_slice
+from pipeline.data.split import holdout, holdout_split, search_split
 
 __all__ = [
     "CompetitionFiles",
@@ -25,5 +25,4 @@ __all__ = [
     "parse_competition",
     "resolve_data_dir",
     "search_split",
-    "stratified_slice",
 ]

@@ -22,7 +22,6 @@ from pipeline.errors import PipelineError
 TRAIN_PATTERNS = ("train*.csv", "*_train*.csv", "*-train*.csv")
 TEST_PATTERNS = ("test*.csv", "*_test*.csv", "*-test*.csv")
 SAMPLE_PATTERNS = ("*sample_submission*.csv", "*submission*.csv")
-COMPRESSED = ("", ".gz", ".zip")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The stratified 80/20 holdout split (fixed by the seed), and stratified slices of it."""
+"""The stratified 80/20 holdout split (fixed by the seed), and the trials' own split of its
+training part."""
 
 from __future__ import annotations
 
@@ -48,25 +49,6 @@ def holdout(ds, seed: int, limit: int | None = None) -> Split:
     tr, va = holdout_split(y[idx], seed)
     tr, va = idx[tr], idx[va]
     return ds.x_train[tr], y[tr], ds.x_train[va], y[va]
-
-
-def stratified_slice(split: Split, rows: int | None, seed: int) -> Split:
-    """A stratified slice of (x_train, y_train, x_val, y_val): ``rows`` training images and a
-    quarter as many holdout images; the split itself when ``rows`` covers it."""
-    from sklearn.model_selection import train_test_split
-
-    x_tr, y_tr, x_va, y_va = split
-    if not rows or rows >= len(y_tr):
-        return split
-
-    def take(x, y, n):
-        if n >= len(y):
-            return x, y
-        idx, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
-        idx = np.sort(idx)
-        return x[idx], y[idx]
-
-    return (*take(x_tr, y_tr, rows), *take(x_va, y_va, max(rows // 4, 1)))
 
 
 def search_split(split: Split, rows: int | None, seed: int) -> Split:

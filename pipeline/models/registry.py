@@ -123,6 +123,9 @@ def build_model(name: str, input_shape, num_classes: int, **hp: Any):
             f"it exposes {sorted(entry.defaults)}"
         )
     params = {**entry.defaults, **hp}
+    from pipeline.device import configure_runtime
+
+    configure_runtime()  # TensorFlow imported quietly, once, before any builder imports Keras
     return entry.builder(tuple(input_shape), int(num_classes), **params)
 
 

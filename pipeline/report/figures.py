@@ -129,6 +129,8 @@ def plot_mistakes(images, true, pred, conf, names, path: Path, n: int = 25) -> i
 def plot_by_architecture(frame: pd.DataFrame, path: Path) -> None:
     plt = _pyplot()
     done = frame.dropna(subset=["val_accuracy"])
+    if "kind" in done:
+        done = done[done["kind"] == "trial"]  # the trials' own validation images
     models = sorted(done["model"].unique(), key=lambda m: -done[done.model == m].val_accuracy.max())
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(models) + 2), 4.5))
     for i, m in enumerate(models):
@@ -136,7 +138,7 @@ def plot_by_architecture(frame: pd.DataFrame, path: Path) -> None:
         ax.scatter(np.full(len(v), i), v, alpha=0.7)
         ax.plot([i - 0.3, i + 0.3], [v.max()] * 2, color="k")
     ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
-    ax.set_ylabel("holdout accuracy")
+    ax.set_ylabel("validation accuracy")
     ax.set_title("accuracy by architecture (each dot a completed trial; bar = best)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

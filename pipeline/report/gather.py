@@ -17,15 +17,24 @@ from pipeline.training import FitMetrics, TrainSettings
 
 # the study's comparison table
 COLUMNS = [
-    "id", "kind", "model", "train_accuracy", "train_loss", "val_accuracy", "val_loss", "seconds",
+    "id", "kind", "model", "train_accuracy", "train_loss", "val_accuracy", "val_loss", "scored_on",
+    "seconds",
     "params", "epochs", "optimizer", "batch_size", "learning_rate", "augment",
 ]  # fmt: skip
 
 
+# the rows behind each kind's val_accuracy
+SCORED_ON = {
+    "run": "validation (chose the kept epoch)",
+    "trial": "validation (the trials' own rows)",
+    "final": "holdout (chose nothing)",
+}
+
+
 @dataclass
 class ReportEntry:
-    """One trained model as the report shows it; the holdout it was scored on is fixed by
-    (seed, limit)."""
+    """One trained model as the report shows it; the rows it was scored on (``SCORED_ON``) are
+    fixed by (seed, limit)."""
 
     id: str
     kind: str  # run, trial or final
@@ -52,6 +61,7 @@ class ReportEntry:
             "train_loss": m.get("train_loss"),
             "val_accuracy": m.get("val_accuracy"),
             "val_loss": m.get("val_loss"),
+            "scored_on": SCORED_ON.get(self.kind),
             "seconds": m.get("seconds"),
             "params": m.get("params"),
             "epochs": m.get("epochs_run"),

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.device import fresh_session
 from pipeline.fsutil import atomic_write_json
 from pipeline.options import TuneOptions
 
@@ -76,9 +75,6 @@ class TunePlan:
     reserve: float  # seconds of the budget kept for the final stage
     keep: int  # trial models kept on disk
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
     """Resolve ``auto`` settings: on a CPU trials train on a slice and a final fit follows; on a
@@ -108,25 +104,63 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
     )
 
 
+# The cost formula, written once: the search (before each trial), the final fit and --refit
+# (before and during training) all plan with it. A training step is a forward and a backward
+# pass, about three forward passes, so scoring an image costs about a third of training on it.
+FORWARD_SHARE = 1 / 3
+# An epoch's wall time over its images at the measured training pace (the iterator's start, the
+# callbacks, the first batches): see bench/README.md, "The cost formula".
+EPOCH_OVERHEAD = 1.1
+# Prediction after training: the measured seconds per image of a forward pass with this margin,
+# plus fixed seconds (loading the model, each view's dataset, writing the files).
+PREDICT_MARGIN = 1.25
+PREDICT_FIXED_S = 15.0
+
+
+def epoch_seconds(per_image: float, n_train: int, n_val: int) -> float:
+    """Seconds of one epoch: ``n_train`` images trained at ``per_image`` seconds each, then
+    ``n_val`` images scored."""
+    return per_image * (n_train + n_val * FORWARD_SHARE) * EPOCH_OVERHEAD
+
+
+def predict_seconds(per_forward_image: float, n_images: int) -> float:
+    """Seconds to predict ``n_images`` images (all views counted) at the measured pace."""
+    return n_images * per_forward_image * PREDICT_MARGIN + PREDICT_FIXED_S
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds per training image per multiply-accumulate on this machine, and each entry's
     MACs at the data's real shape: the time of an epoch of any entry before it runs. Entries
-    that cannot be built for that shape are in ``problems`` with the reason."""
+    that cannot be built for that shape are in ``problems`` with the reason; on a GPU, those
+    that cannot take its settings (mixed precision) in ``gpu_problems``."""
 
     seconds_per_image_per_mac: float
     macs: dict[str, int]
     problems: dict[str, str] = field(default_factory=dict)
+    gpu_problems: dict[str, str] = field(default_factory=dict)
 
     def epoch_seconds(self, name: str, n_train: int, n_val: int) -> float:
-        # training ~ 3 forward passes per image; validation one forward pass over the holdout
-        per = self.seconds_per_image_per_mac * self.macs[name]
-        return per * (n_train + n_val / 3.0) * 1.1
+        return epoch_seconds(self.seconds_per_image_per_mac * self.macs[name], n_train, n_val)
+
+
+def measure_machine(ds, models: list[str], cache: Path) -> tuple[dict, CostModel]:
+    """(the device set-up, the cost model of ``models``): what the plan and the search need to
+    know of this machine, measured where the trials train (the worker process)."""
+    from pipeline.device import configure_runtime, gpu_problem
+
+    runtime = configure_runtime()
+    cost = cost_model(ds, models, cache)
+    if runtime["device"] == "GPU":
+        bad = {m: gpu_problem(m, ds.image_shape, ds.num_classes) for m in cost.macs}
+        cost = CostModel(cost.seconds_per_image_per_mac, cost.macs, cost.problems,
+                         {m: why for m, why in bad.items() if why})  # fmt: skip
+    return runtime, cost
 
 
 def measure_cost(ds, cache: Path) -> float:
     """Seconds per training image per MAC, measured on this machine with cnn1 (cached)."""
-    from pipeline.device import configure_runtime
+    from pipeline.device import configure_runtime, fresh_session
     from pipeline.models import build_model, count_macs
     from pipeline.training import make_dataset, make_optimizer
 
@@ -160,7 +194,7 @@ def measure_cost(ds, cache: Path) -> float:
 
 def entry_macs(name: str, ds) -> int:
     """Multiply-accumulates of one forward pass of entry ``name`` on one of the data's images."""
-
+    from pipeline.device import fresh_session
     from pipeline.models import build_model, count_macs
 
     fresh_session()

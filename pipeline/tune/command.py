@@ -1,9 +1,11 @@
 """The ``tune`` command: wire the budget, the plan, the study, the search and the final stage,
-and print the run's opening line and the submission's path (the last line)."""
+and print the run's opening line and the submission's path (the last line).
+
+With trials in a worker process (the default), this process does not import TensorFlow before
+the final stage: the worker measures the machine and trains the trials.
+"""
 
 from __future__ import annotations
-
-import time
 
 from pipeline import artifacts, interrupt
 from pipeline.errors import PipelineError
@@ -19,7 +21,7 @@ MIN_FINAL_EPOCHS = 6
 
 def choose_models(
     opts: TuneOptions, plan: TunePlan, cost: CostModel, n_train: int, n_val: int, models,
-    image_shape=(28, 28, 1), num_classes: int = 10, full_rows: tuple[int, int] | None = None,
+    image_shape=(28, 28, 1), full_rows: tuple[int, int] | None = None,
 ) -> list[str]:  # fmt: skip
     """The searched entries: those that build for the data's shape; on a GPU those that take
     its settings (mixed precision); on a CPU ``--models`` as given, else the default space less
@@ -29,16 +31,9 @@ def choose_models(
         log(f"leaving out {m}: it cannot be built for {h}x{w}x{c} images ({reason})")
     models = [m for m in models if m not in cost.problems]
     if plan.device == "GPU":
-        from pipeline.device import gpu_problem
-
-        kept = []
-        for m in models:
-            reason = gpu_problem(m, image_shape, num_classes)
-            if reason:
-                log(f"GPU: leaving out {m} ({reason})")
-            else:
-                kept.append(m)
-        return kept
+        for m, reason in cost.gpu_problems.items():
+            log(f"GPU: leaving out {m} ({reason})")
+        return [m for m in models if m not in cost.gpu_problems]
     if opts.models:
         return list(models)
     share = (plan.timeout - plan.reserve) / 4
@@ -67,104 +62,137 @@ def choose_models(
     return models
 
 
-def run(opts: TuneOptions) -> int:
-    from pipeline.data import holdout, load, search_split
-    from pipeline.device import configure_runtime
-    from pipeline.models import get_entry
-    from pipeline.search_space import DEFAULT_MODELS
-    from pipeline.tune.budget import cost_model, make_plan
-    from pipeline.tune.final import final_stage, has_checkpoint
-    from pipeline.tune.objective import Objective
-    from pipeline.tune.search import print_top, run_search, trials_frame
-    from pipeline.tune.store import open_store
+def open_study(opts: TuneOptions, plan: TunePlan, competition: str):
+    """The run's study (created or resumed), refused when it was made for other data."""
     from pipeline.tune.study import (
         check_data,
         create_or_load_study,
         make_pruner,
         make_sampler,
-        masked,
         storage_url,
     )
 
+    url = storage_url(opts.storage, artifacts.competition_dir(opts.artifacts, competition))
+    study = create_or_load_study(url, opts.study or competition, make_sampler(opts.seed),
+                                 make_pruner(opts.pruner, plan.max_epochs))  # fmt: skip
+    check_data(study, url, {"competition": competition, "seed": opts.seed,
+                            "limit": opts.limit, "search_rows": plan.search_rows})  # fmt: skip
+    return study, url
+
+
+def run(opts: TuneOptions) -> int:
+    from pipeline.data import load
+    from pipeline.tune.final import has_checkpoint
+
     budget = Budget.start(opts.timeout)
     interrupt.install()
-    device = configure_runtime()["device"]
     ds = load(opts)
-    plan = make_plan(opts, len(ds.y_train), device)
-    budget = budget.with_reserve(plan.reserve)
-    comp_dir = artifacts.competition_dir(opts.artifacts, ds.competition)
     tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
-    url = storage_url(opts.storage, comp_dir)
-    name = opts.study or ds.competition
-    study = create_or_load_study(
-        url, name, make_sampler(opts.seed), make_pruner(opts.pruner, plan.max_epochs)
-    )
-    check_data(study, url, {"competition": ds.competition, "seed": opts.seed,
-                            "limit": opts.limit, "search_rows": plan.search_rows})  # fmt: skip
     opts.save(tune_dir / "config.json")
-    if opts.final_only:
-        print(final_stage(opts, plan, ds, study, budget))
+    resume = has_checkpoint(tune_dir) and not opts.search_only
+    if opts.final_only or resume:
+        if resume:
+            log("an interrupted final fit was found: going straight to the final stage")
+        path = final_only(opts, ds, budget, resume)
+    else:
+        path = search_then_final(opts, ds, budget)
+    if path is None:  # --search-only
         return 0
-    if has_checkpoint(tune_dir) and not opts.search_only:
-        log("an interrupted final fit was found: going straight to the final stage")
-        path = final_stage(opts, plan, ds, study, budget.with_reserve(budget.left()))
-        log(f"done in {budget.elapsed():.0f} s")
-        print(path)
-        return 0
+    log(f"done in {budget.elapsed():.0f} s")
+    print(path)
+    return 0
+
+
+def final_only(opts: TuneOptions, ds, budget: Budget, resume: bool):
+    """The final stage from the study as it stands (``--final-only``, or resuming a final fit
+    that was interrupted: then every second left is the final stage's)."""
+    from pipeline.device import configure_runtime
+    from pipeline.tune.budget import make_plan
+    from pipeline.tune.final import final_stage
+
+    plan = make_plan(opts, len(ds.y_train), configure_runtime()["device"])
+    study, _ = open_study(opts, plan, ds.competition)
+    budget = budget.with_reserve(budget.left() if resume else plan.reserve)
+    return final_stage(opts, plan, ds, study, budget)
+
+
+def measure(opts: TuneOptions, ds, candidates: list[str], worker):
+    """(runtime info, cost model): in the worker when there is one, so that this process does
+    not load TensorFlow for the search."""
+    from pipeline.tune.budget import measure_machine
+
+    cache = artifacts.competition_dir(opts.artifacts, ds.competition) / "cost.json"
+    if worker is not None:
+        return worker.probe(candidates, cache)
+    return measure_machine(ds, candidates, cache)
+
+
+def search_then_final(opts: TuneOptions, ds, budget: Budget):
+    """Measure the machine, plan, search, then the final stage (or, ``--search-only``, the
+    trials table); returns the submission's path, or None."""
+    from pipeline.models import get_entry
+    from pipeline.search_space import DEFAULT_MODELS
+    from pipeline.tune.worker import Worker
 
     for m in opts.models:
         get_entry(m)  # unknown names: one clear line
-    split = holdout(ds, opts.seed, opts.limit)
-    data = search_split(split, plan.search_rows, opts.seed)
     candidates = list(opts.models or DEFAULT_MODELS)
-    cost = cost_model(ds, candidates, comp_dir / "cost.json")
-    full = (len(split[1]), len(split[3]))
-    models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates,
-                           ds.image_shape, ds.num_classes, full)  # fmt: skip
-    if not models:
-        raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
-    worker = None
-    if opts.isolate == "process":
-        from pipeline.data import resolve_data_dir
-        from pipeline.tune.worker import Setup, Worker
-
-        worker = Worker(Setup(
-            data_dir=str(resolve_data_dir(opts.data, opts.competition)),
-            cache_dir=str(opts.artifacts / "cache"), competition=opts.competition,
-            image_shape=opts.image_shape, channels_first=opts.channels_first, seed=opts.seed,
-            limit=opts.limit, search_rows=plan.search_rows, storage=url, study=name,
-            pruner=opts.pruner, max_epochs=plan.max_epochs,
-            models_dir=str(tune_dir / "models"), artifact_store=opts.artifact_store,
-            debug=opts.debug,
-        ))  # fmt: skip
-    objective = Objective(ds, data, models, plan.max_epochs, budget, cost, tune_dir / "models",
-                          opts.seed, open_store(opts.artifact_store), worker)  # fmt: skip
-    n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
-    log(
-        f"study {name!r} in {masked(url)} ({n_done} completed trials), "
-        f"{len(models)} architectures, {device}, budget {opts.timeout:.0f} s, "
-        f"up to {plan.max_epochs} epochs per trial, "
-        f"pruner {opts.pruner}, {len(data[0])} train / {len(data[2])} holdout images per trial"
-        + (
-            f"; then {plan.reserve:.0f} s to train the best on all {len(split[0])}"
-            if plan.final_fit
-            else ""
-        )
-    )
-    shrink = plan.final_fit and not opts.search_only
+    worker = Worker(opts) if opts.isolate == "process" else None
     try:
-        run_search(study, objective, opts.trials, opts.max_failures, plan.keep, shrink)
+        runtime, cost = measure(opts, ds, candidates, worker)
+        study, objective = prepare_search(opts, ds, budget, runtime["device"], cost, candidates,
+                                          worker)  # fmt: skip
+        search(opts, study, objective)
     finally:
         if worker is not None:
             worker.close()
     if opts.search_only:
-        frame = trials_frame(study)
-        from pipeline.fsutil import atomic_write_text
+        from pipeline.tune.search import write_trials_table
 
-        atomic_write_text(tune_dir / "trials.csv", frame.to_csv(index=False))
-        print_top(frame)
-        return 0
-    path = final_stage(opts, plan, ds, study, budget)
-    log(f"done in {time.monotonic() - budget.started:.0f} s")
-    print(path)
-    return 0
+        write_trials_table(study, artifacts.tune_dir(opts.artifacts, ds.competition))
+        return None
+    from pipeline.tune.final import final_stage
+
+    return final_stage(opts, objective.plan, ds, study, objective.budget)
+
+
+def prepare_search(opts, ds, budget, device: str, cost, candidates, worker):
+    """(study, objective): the plan, the study, the searched entries, and the opening line."""
+    from pipeline.tune.budget import make_plan
+    from pipeline.tune.objective import Objective
+    from pipeline.tune.splits import run_splits
+    from pipeline.tune.store import open_store
+    from pipeline.tune.study import masked
+
+    plan = make_plan(opts, len(ds.y_train), device)
+    budget = budget.with_reserve(plan.reserve)
+    study, url = open_study(opts, plan, ds.competition)
+    splits = run_splits(ds, opts, plan)
+    data, held = splits.search, splits.holdout
+    models = choose_models(opts, plan, cost, len(data[1]), len(data[3]), candidates,
+                           ds.image_shape, (len(held[1]), len(held[3])))  # fmt: skip
+    if not models:
+        raise PipelineError("no model fits the time budget; raise --timeout or pick --models")
+    models_dir = artifacts.tune_dir(opts.artifacts, ds.competition) / "models"
+    objective = Objective(ds, data, models, plan, budget, cost, models_dir, opts.seed,
+                          open_store(opts.artifact_store), worker)  # fmt: skip
+    n_done = len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"])
+    log(
+        f"study {study.study_name!r} in {masked(url)} ({n_done} completed trials), "
+        f"{len(models)} architectures, {device}, budget {opts.timeout:.0f} s, "
+        f"up to {plan.max_epochs} epochs per trial, pruner {opts.pruner}, "
+        f"{len(data[0])} train / {len(data[2])} validation images per trial"
+        + (
+            f"; then {plan.reserve:.0f} s to train the best on all {len(held[0])}"
+            if plan.final_fit
+            else ""
+        )  # fmt: skip
+    )
+    return study, objective
+
+
+def search(opts: TuneOptions, study, objective) -> None:
+    from pipeline.tune.search import run_search
+
+    shrink = objective.plan.final_fit and not opts.search_only
+    run_search(study, objective, opts.trials, opts.max_failures, objective.plan.keep, shrink)

@@ -1,12 +1,18 @@
-"""One trial: sample a configuration, fit it on the trial data within the budget, record it.
+"""One trial: sample a configuration, fit it on the trials' data within the budget, record it.
 
 A trial the budget cannot hold for one epoch is not started (pruned, ``refused``); one that
 cannot hold all its epochs is shortened. A NaN loss prunes it; any other exception fails it with
-its reason. The trial's model and its holdout probabilities are saved for the final stage.
+its reason. The trial's model and its validation probabilities are saved for the final stage.
+
+The Optuna trial lives in this (the main) process only: training runs here (``--isolate none``)
+or in the worker process (:mod:`pipeline.tune.worker`), which reports each epoch back through
+:func:`epoch_reporter` and returns the trial's record.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,33 +21,36 @@ import numpy as np
 
 from pipeline.data import Dataset
 from pipeline.data.split import Split
-from pipeline.device import fresh_session
 from pipeline.records import TrialRecord, read_trial, write_trial
 from pipeline.training import TrainSettings
-from pipeline.tune.budget import Budget, CostModel
+from pipeline.tune.budget import Budget, CostModel, TunePlan
 
 # every trial (a quarter of a short one): batch-norm nets at a high rate need it (see training)
 WARMUP_EPOCHS = 1.0
+
+# (1-based epoch, validation accuracy) -> why the trial stops there, or None to go on
+Report = Callable[[int, float], "str | None"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One trial's training, as the search decided it (sent to a worker process as is)."""
+
+    number: int
+    model: str
+    hp: dict[str, Any]
+    settings: TrainSettings
+    deadline: float  # time.monotonic() seconds (one clock for every process of the machine)
 
 
 class Objective:
     """Callable for ``study.optimize``; holds what every trial of this process shares."""
 
-    def __init__(
-        self,
-        ds: Dataset,
-        data: Split,
-        models: list[str],
-        max_epochs: int,
-        budget: Budget,
-        cost: CostModel,
-        models_dir: Path,
-        seed: int,
-        store=None,
-        worker=None,
-    ):
-        self.ds, self.data, self.models = ds, data, list(models)
-        self.max_epochs, self.budget, self.cost = max_epochs, budget, cost
+    def __init__(self, ds: Dataset, data: Split, models: list[str], plan: TunePlan,
+                 budget: Budget, cost: CostModel, models_dir: Path, seed: int, store=None,
+                 worker=None):  # fmt: skip
+        self.ds, self.data, self.models, self.plan = ds, data, list(models), plan
+        self.max_epochs, self.budget, self.cost = plan.max_epochs, budget, cost
         self.models_dir, self.seed, self.store = Path(models_dir), seed, store
         self.worker = worker  # trials in a child process, or None: in this one
         self.failures = 0  # in a row
@@ -55,130 +64,144 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
+        job = self.sample(trial)
+        try:
+            record = self.train(trial, job)
+        except optuna.TrialPruned as exc:
+            write_trial(trial, TrialRecord(reason=str(exc)))
+            raise
+        except Exception as exc:
+            self.failures += 1
+            write_trial(trial, TrialRecord(reason=failure_reason(exc)))
+            raise
+        self.failures = 0
+        if self.store is not None:  # artifact ids, not local paths: any machine finds them
+            record = upload_kept(self.store, trial, record)
+        write_trial(trial, record)
+        return float(record.metrics.val_accuracy)
+
+    def sample(self, trial) -> Job:
+        """The trial's configuration, written on it; ``TrialPruned`` when the budget cannot
+        hold one epoch of it (``refused``)."""
+        import optuna
+
         from pipeline.models import get_entry
         from pipeline.search_space import suggest
 
         entries = {m: get_entry(m) for m in self.models}
         spec = suggest(trial, self.models, entries, self.max_epochs)
-        name = spec["model"]
+        name, epochs = spec["model"], spec["epochs"]
         per_epoch = self.epoch_seconds(name)
-        epochs = spec["epochs"]
         fits = int(self.budget.search_left() // per_epoch)
         if fits < 1:
-            reason = (
-                f"needs ~{per_epoch:.0f} s/epoch, {max(self.budget.search_left(), 0):.0f} s left"
-            )
+            left = max(self.budget.search_left(), 0)
+            reason = f"needs ~{per_epoch:.0f} s/epoch, {left:.0f} s left"
             write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
             raise optuna.TrialPruned(reason)
         clipped = fits if fits < epochs else None
         settings = TrainSettings(
-            optimizer=spec["optimizer"],
-            learning_rate=spec["learning_rate"],
-            momentum=spec["momentum"],
-            batch_size=spec["batch_size"],
-            epochs=clipped or epochs,
-            reduce_lr=spec["reduce_lr"],
-            augment=spec["augment"],
-            label_smoothing=spec["label_smoothing"],
-            seed=self.seed + trial.number,
+            optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
+            momentum=spec["momentum"], batch_size=spec["batch_size"], epochs=clipped or epochs,
+            reduce_lr=spec["reduce_lr"], augment=spec["augment"],
+            label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
             warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
-        )
-        record = TrialRecord(model=name, hp=spec["hp"], settings=settings,
-                             epochs_clipped_to=clipped)  # fmt: skip
-        write_trial(trial, record)
-        job = Job(trial._trial_id, trial.number, name, spec["hp"], settings,
-                  self.budget.search_deadline - 5)  # fmt: skip
-        try:
-            if self.worker is not None:  # in a child process (see pipeline.tune.worker)
-                value = self.worker.run(job)
-            else:
-                value = train_trial(trial, job, self.ds, self.data, self.models_dir, self.store)
-        except optuna.TrialPruned:
-            raise
-        except Exception:
-            self.failures += 1
-            raise
-        self.failures = 0
-        return value
+        )  # fmt: skip
+        write_trial(trial, TrialRecord(model=name, hp=spec["hp"], settings=settings,
+                                       epochs_clipped_to=clipped))  # fmt: skip
+        return Job(trial.number, name, spec["hp"], settings, self.budget.search_deadline - 5)
+
+    def train(self, trial, job: Job) -> TrialRecord:
+        report = epoch_reporter(trial)
+        if self.worker is not None:  # in a child process (see pipeline.tune.worker)
+            return self.worker.run(job, self.plan, report)
+        return train_trial(job, self.ds, self.data, self.models_dir, report)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One trial's training, as the search decided it (sent to a worker process as is)."""
+def epoch_reporter(trial) -> Report:
+    """Each epoch's validation accuracy to the trial's pruner (step = the 1-based epoch, as the
+    plots show it); the reason to stop when the pruner says so."""
 
-    trial_id: int
-    number: int
-    model: str
-    hp: dict[str, Any]
-    settings: TrainSettings
-    deadline: float  # time.monotonic() seconds (one clock for every process of the machine)
+    def report(epoch: int, accuracy: float) -> str | None:
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            return f"pruned at epoch {epoch} (val_accuracy {accuracy:.4f})"
+        return None
+
+    return report
 
 
-def train_trial(trial, job: Job, ds: Dataset, data: Split, models_dir: Path, store=None) -> float:
-    """Build, fit (reporting each epoch to ``trial``'s pruner), keep and record one trial;
-    returns its validation accuracy. Raises ``optuna.TrialPruned`` when pruned or when the loss
-    turns NaN; any other failure propagates with its reason written on the trial."""
+def failure_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def train_trial(job: Job, ds: Dataset, data: Split, models_dir: Path, report: Report):
+    """Build, fit (each epoch through ``report``) and keep one trial; returns its record.
+    Raises ``optuna.TrialPruned`` when pruned or when the loss turns NaN; any other failure
+    propagates."""
     import optuna
 
     from pipeline import callbacks
+    from pipeline.device import fresh_session
     from pipeline.models import build_model
     from pipeline.training import fit
 
     fresh_session()  # frees the last trial's models and graphs (gc included)
+    model = build_model(job.model, ds.image_shape, ds.num_classes, **job.hp)
     try:
-        model = build_model(job.model, ds.image_shape, ds.num_classes, **job.hp)
-        result = fit(
-            model,
-            job.settings,
-            data,
-            ds.num_classes,
-            callbacks=[callbacks.OptunaPruning(trial)],
-            deadline=job.deadline,
-            verbose=0,
-        )
-    except optuna.TrialPruned as exc:
-        write_trial(trial, TrialRecord(reason=str(exc)))
-        raise
+        result = fit(model, job.settings, data, ds.num_classes,
+                     callbacks=[callbacks.EpochReport(report)], deadline=job.deadline,
+                     verbose=0)  # fmt: skip
     except FloatingPointError as exc:
-        write_trial(trial, TrialRecord(reason=str(exc)))
         raise optuna.TrialPruned(str(exc)) from None
-    except Exception as exc:
-        write_trial(trial, TrialRecord(reason=f"{type(exc).__name__}: {str(exc)[:300]}"))
-        raise
-    write_trial(trial, TrialRecord(metrics=result.metrics, history=result.history))
-    write_trial(trial, keep(trial, result.model, result.history, data, models_dir, store))
-    return float(result.metrics.val_accuracy)
+    path = keep(job.number, result.model, result.history, data, models_dir)
+    return TrialRecord(metrics=result.metrics, history=result.history, model_path=str(path))
 
 
-def keep(trial, model, history, data: Split, models_dir: Path, store=None) -> TrialRecord:
-    """Save a trial's model and its validation probabilities (the final stage scores ensembles
-    from them without predicting again); with an artifact store, upload them and the history,
-    and record artifact ids rather than local paths."""
+def keep(number: int, model, history, data: Split, models_dir: Path) -> Path:
+    """Save a trial's model, its validation probabilities (the final stage scores ensembles
+    from them without predicting again) and its history; returns the model's path."""
     from pipeline.artifacts import save_history, save_model
     from pipeline.predict import predict_proba
-    from pipeline.tune import store as st
 
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    path = models_dir / f"trial-{trial.number}.keras"
+    path = models_dir / f"trial-{number}.keras"
     save_model(model, path)
-    probs = holdout_probs_path(path)
-    np.save(probs, predict_proba(model, data[2]))
-    if store is None:
-        return TrialRecord(model_path=str(path))
-    hist = models_dir / f"trial-{trial.number}.history.csv"
-    save_history(hist, history)
-    return TrialRecord(
-        model_artifact=st.upload(store, trial, path),
-        holdout_artifact=st.upload(store, trial, probs),
-        history_artifact=st.upload(store, trial, hist),
+    np.save(validation_probs_path(path), predict_proba(model, data[2]))
+    save_history(history_path(path), history)
+    return path
+
+
+def upload_kept(store, trial, record: TrialRecord) -> TrialRecord:
+    """The record with the kept files uploaded to the artifact store: their ids instead of the
+    local path."""
+    from pipeline.tune.store import upload
+
+    path = Path(record.model_path)
+    return dataclasses.replace(
+        record,
+        model_path=None,
+        model_artifact=upload(store, trial, path),
+        validation_artifact=upload(store, trial, validation_probs_path(path)),
+        history_artifact=upload(store, trial, history_path(path)),
     )
 
 
-def holdout_probs_path(model_path: str | Path) -> Path:
-    """Where a kept trial model's holdout probabilities are (beside the model)."""
+def validation_probs_path(model_path: str | Path) -> Path:
+    """Where a kept trial model's validation probabilities are (beside the model)."""
     p = Path(model_path)
-    return p.with_name(p.name.removesuffix(".keras") + ".holdout.npy")
+    return p.with_name(p.name.removesuffix(".keras") + ".validation.npy")
+
+
+def history_path(model_path: str | Path) -> Path:
+    p = Path(model_path)
+    return p.with_name(p.name.removesuffix(".keras") + ".history.csv")
+
+
+def kept_files(model_path: Path) -> list[Path]:
+    """Every file kept beside a trial's model (those of older runs too)."""
+    old = model_path.with_name(model_path.name.removesuffix(".keras") + ".holdout.npy")
+    return [model_path, validation_probs_path(model_path), history_path(model_path), old]
 
 
 def trial_files(trial, models_dir: Path, store=None) -> tuple[Path | None, Path | None]:
@@ -191,11 +214,13 @@ def trial_files(trial, models_dir: Path, store=None) -> tuple[Path | None, Path 
     local = Path(models_dir) / f"trial-{trial.number}.keras"
     if r.model_artifact and store is not None:
         model = st.fetch(store, r.model_artifact, local)
-        probs = holdout_probs_path(local)
-        if r.holdout_artifact:
-            st.fetch(store, r.holdout_artifact, probs)
+        probs = validation_probs_path(local)
+        if r.validation_artifact:
+            st.fetch(store, r.validation_artifact, probs)
         return model, probs
     for path in (Path(r.model_path) if r.model_path else None, local):
         if path is not None and path.exists():
-            return path, holdout_probs_path(path)
+            probs = validation_probs_path(path)
+            old = kept_files(path)[-1]  # written before the rename
+            return path, probs if probs.exists() or not old.exists() else old
     return None, None

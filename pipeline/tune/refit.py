@@ -4,16 +4,16 @@ for the trial's best epoch count)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data import Dataset
 from pipeline.data.split import Split
-from pipeline.device import fresh_session
 from pipeline.records import FinalFitRecord, FlipDecision, TrialRecord
 from pipeline.tune import log
-from pipeline.tune.budget import Budget
+from pipeline.tune.budget import FORWARD_SHARE, Budget, epoch_seconds, predict_seconds
 
 # Each final epoch is followed by a validation pass that only prints progress (the honest score
 # is taken once, after the last epoch, on the whole holdout): a few thousand holdout images
@@ -21,138 +21,149 @@ from pipeline.tune.budget import Budget
 PROGRESS_ROWS = 2000
 
 
-def final_fit(
-    ds: Dataset,
-    split: Split,
-    trial_number: int,
-    trial: TrialRecord,
-    budget: Budget,
-    max_epochs: int | None,
-    shifts: bool,
-    flip: FlipDecision,
-    seed: int,
-    tune_dir: Path,
-    checkpoint: Path | None = None,
-    store=None,
-    study=None,
-    init: Path | None = None,
-):
+@dataclass(frozen=True)
+class FinalFitJob:
+    """What the final fit trains, and where its files go."""
+
+    trial_number: int
+    trial: TrialRecord  # the configuration (model, hp, settings) and its measured speed
+    flip: FlipDecision  # the mirror joins the augmentation and the test-time views
+    tune_dir: Path
+    seed: int = 42
+    max_epochs: int | None = None  # None: as many as the budget holds
+    tta: bool = False  # one-pixel shifts at test time
+    init: Path | None = None  # the trial's saved model: the fit starts from its weights
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.tune_dir / "final-checkpoint"
+
+
+@dataclass
+class FinalFitPace:
+    """The final fit's clock: seconds per epoch, and the time kept back for predicting the
+    holdout and the test set afterwards, re-measured from each epoch's validation pass."""
+
+    epoch_s: float
+    predict_images: int
+    per_image: list[float]  # seconds per scored image, one entry per measurement
+
+    def predict_s(self) -> float:
+        return predict_seconds(self.per_image[-1], self.predict_images)
+
+
+def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store=None,
+              study=None):  # fmt: skip
     """(model, record), or None when fewer than two epochs fit in what is left of the budget.
 
-    ``init``: the trial's saved model, whose weights the fit starts from (the trial trained the
-    same network on a slice of these rows: its epochs are not thrown away).
-
     The configuration is trained with a one-epoch warmup and a cosine schedule that ends when
-    the budget does (re-planned each epoch from measured epoch times); the time kept for
-    predicting afterwards (holdout and test under every test-time view) is re-measured from each
-    epoch's holdout pass (an estimate from the trial's speed overran a 3600 s budget by 6 s).
-    The last epoch is kept and scored on the whole holdout (each epoch's progress line uses
-    PROGRESS_ROWS of it): nothing was chosen on it, so its accuracy is the honest estimate of
-    what is submitted."""
+    the budget does (re-planned each epoch from measured epoch times), starting from the
+    trial's weights when ``job.init`` loads (the trial trained the same network on a slice of
+    these rows: its epochs are not thrown away). The last epoch is kept and scored on the whole
+    holdout (each epoch's progress line uses PROGRESS_ROWS of it): nothing was chosen on it, so
+    its accuracy is the honest estimate of what is submitted."""
+    from pipeline.predict import views
+    from pipeline.training import read_checkpoint
 
-    from pipeline import artifacts, callbacks
-    from pipeline.models import build_model
-    from pipeline.predict import view_probas, views
-    from pipeline.training import fit, read_checkpoint, with_flip
-
-    x_tr, y_tr, x_va, y_va = split
-    ips = float(trial.metrics.train_images_per_second if trial.metrics else 0)
-    if ips <= 0 or trial.settings is None:
+    ips = float(job.trial.metrics.train_images_per_second if job.trial.metrics else 0)
+    if ips <= 0 or job.trial.settings is None:
         return None
+    y_tr, y_va = split[1], split[3]
     n_progress = min(len(y_va), PROGRESS_ROWS)
-    # an epoch: training, plus one forward pass over the progress rows (~3x cheaper per image)
-    epoch_s = (len(y_tr) + n_progress / 3) / ips * 1.1
-    which = views(shifts, flip.invariant)
-    after = len(which) * (len(y_va) + len(ds.x_test))
-    per_image = [1 / (3 * ips)]
-
-    def predict_s() -> float:
-        return after * per_image[-1] * 1.25 + 15
-
-    left = budget.left() - predict_s()
-    cap = max_epochs or 10_000
-    resumed = read_checkpoint(checkpoint)
+    which = views(job.tta, job.flip.invariant)
+    predicted = len(which) * (len(y_va) + len(ds.x_test))  # images, every view counted
+    pace = FinalFitPace(epoch_seconds(1 / ips, len(y_tr), n_progress), predicted,
+                        [FORWARD_SHARE / ips])  # fmt: skip
+    resumed = read_checkpoint(job.checkpoint)
     done = resumed["epoch"] if resumed else 0
-    epochs = min(int(left // epoch_s) + done, cap)
+    left = budget.left() - pace.predict_s()
+    epochs = min(int(left // pace.epoch_s) + done, job.max_epochs or 10_000)
     if epochs - done < 2 and not resumed:
-        log(f"final: no time to train on the whole split (~{epoch_s:.0f} s/epoch, {left:.0f} s)")
+        why = (f"--final-max-epochs {job.max_epochs}" if job.max_epochs and job.max_epochs < 2
+               else f"~{pace.epoch_s:.0f} s/epoch, {left:.0f} s left")  # fmt: skip
+        log(f"final: no final fit: it needs 2 epochs at least ({why})")
         return None
     if resumed:
-        log(f"final: resuming {trial.model} from epoch {done} ({checkpoint})")
+        log(f"final: resuming {job.trial.model} from epoch {done} ({job.checkpoint})")
+    model, result = train_final(job, ds, split, budget, pace, epochs, resumed)
+    record = score_final(job, result, split, which, n_progress, store, study)
+    return model, record
+
+
+def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
+                pace: FinalFitPace, epochs: int, resumed: dict | None):  # fmt: skip
+    """Build the configuration, start from the trial's weights, fit to the deadline."""
+    from pipeline import callbacks
+    from pipeline.device import fresh_session
+    from pipeline.models import build_model
+    from pipeline.training import fit, with_flip
+
+    x_tr, y_tr, x_va, y_va = split
+    n_progress = min(len(y_va), PROGRESS_ROWS)
+    trial = job.trial
     # re-planned to the deadline every epoch; a resumed fit finishes the plan it had
     planned = (resumed or {}).get("planned_epochs")
     settings = trial.settings.replace(
-        epochs=planned or cap,
-        schedule="cosine",
-        warmup_epochs=1.0,
-        augment=with_flip(trial.settings.augment, flip.invariant),
-        seed=seed,
-    )
+        epochs=planned or job.max_epochs or 10_000, schedule="cosine", warmup_epochs=1.0,
+        augment=with_flip(trial.settings.augment, job.flip.invariant), seed=job.seed,
+    )  # fmt: skip
     fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
-    started = init is not None and start_from(model, Path(init))
+    started = job.init is not None and start_from(model, Path(job.init))
     log(
-        f"final: training trial {trial_number}'s configuration ({trial.model}, augment "
+        f"final: training trial {job.trial_number}'s configuration ({trial.model}, augment "
         f"{settings.augment}) on all {len(y_tr)} training images for ~{epochs} epochs "
-        f"(~{epochs * epoch_s:.0f} s; re-planned each epoch from its measured time), "
+        f"(~{epochs * pace.epoch_s:.0f} s; re-planned each epoch from its measured time), "
         f"scored at its last epoch on {len(y_va)} holdout images (progress on {n_progress})"
-        + (f", starting from the trial's weights ({Path(init).name})" if started else "")
+        + (f", starting from the trial's weights ({Path(job.init).name})" if started else "")
     )
     result = fit(
-        model,
-        settings,
-        (x_tr, y_tr, x_va[:n_progress], y_va[:n_progress]),
-        ds.num_classes,
-        deadline=lambda: budget.deadline - predict_s(),
-        verbose=0,
-        keep_best=False,
-        checkpoint=checkpoint,
-        callbacks=[
-            callbacks.EpochLog(log, "final: "),
-            callbacks.HoldoutTimer(n_progress, per_image),
-        ],
-    )
-    path = tune_dir / "models" / "final.keras"
+        model, settings, (x_tr, y_tr, x_va[:n_progress], y_va[:n_progress]), ds.num_classes,
+        deadline=lambda: budget.deadline - pace.predict_s(), verbose=0, keep_best=False,
+        checkpoint=job.checkpoint,
+        callbacks=[callbacks.EpochLog(log, "final: "),
+                   callbacks.ValidationPassTimer(n_progress, pace.per_image)],
+    )  # fmt: skip
+    return result.model, (result, settings, started)
+
+
+def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, store=None,
+                study=None) -> FinalFitRecord:  # fmt: skip
+    """Save the final model and history, score the last epoch on the whole holdout (plain and
+    with the test-time views in use), upload to the store, and record it."""
+    from pipeline import artifacts
+    from pipeline.predict import view_probas
+
+    result, settings, started = fitted
+    y_va = split[3]
+    path = job.tune_dir / "models" / "final.keras"
     artifacts.save_model(result.model, path)
-    artifacts.save_history(tune_dir / "final_history.csv", result.history)
-    passes = view_probas(result.model, x_va, which)
+    artifacts.save_history(job.tune_dir / "final_history.csv", result.history)
+    passes = view_probas(result.model, split[2], which)
     plain, averaged = passes[0].astype(np.float32), np.mean(passes, axis=0).astype(np.float32)
     acc_plain = float((plain.argmax(1) == y_va).mean())
     acc_tta = float((averaged.argmax(1) == y_va).mean())
-    np.save(tune_dir / "models" / "final.holdout.npy", averaged)
+    np.save(job.tune_dir / "models" / "final.holdout.npy", averaged)
     log(
         f"final: holdout accuracy at the last epoch {acc_plain:.4f}, with the test-time views "
         f"in use ({len(which)}) {acc_tta:.4f}"
     )
-    m = result.metrics
     uploaded = {}
     if store is not None and study is not None:  # the study's artifacts: any machine finds them
         from pipeline.tune.store import upload
 
-        uploaded = dict(
-            model_artifact=upload(store, study, path),
-            history_artifact=upload(store, study, tune_dir / "final_history.csv"),
-        )
-    record = FinalFitRecord(
-        trial=trial_number,
-        model=trial.model,
-        epochs_run=m.epochs_run,
-        best_epoch=m.best_epoch,
-        seconds=m.seconds,
-        train_rows=len(y_tr),
-        holdout_rows=len(y_va),
-        holdout_accuracy_plain=acc_plain,
-        holdout_accuracy_tta=acc_tta,
-        holdout_accuracy=acc_tta,
-        tta=shifts,
-        model_path=str(path),
-        settings=settings,
-        flip=flip.invariant,
-        progress_rows=n_progress,
-        started_from=str(init) if started else None,
-        **uploaded,
-    )
-    return result.model, record
+        history = job.tune_dir / "final_history.csv"
+        uploaded = dict(model_artifact=upload(store, study, path),
+                        history_artifact=upload(store, study, history))  # fmt: skip
+    m = result.metrics
+    return FinalFitRecord(
+        trial=job.trial_number, model=job.trial.model, epochs_run=m.epochs_run,
+        best_epoch=m.best_epoch, seconds=m.seconds, train_rows=len(split[1]),
+        holdout_rows=len(y_va), holdout_accuracy_plain=acc_plain, holdout_accuracy_tta=acc_tta,
+        holdout_accuracy=acc_tta, tta=job.tta, model_path=str(path), settings=settings,
+        flip=job.flip.invariant, progress_rows=n_progress,
+        started_from=str(job.init) if started else None, **uploaded,
+    )  # fmt: skip
 
 
 def start_from(model, saved: Path) -> bool:
@@ -173,19 +184,22 @@ def start_from(model, saved: Path) -> bool:
 def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord, budget: Budget):
     """The best configuration retrained on all labelled rows (the split's training part and its
     holdout) for its best epoch count, or None when the budget cannot hold it."""
-
+    from pipeline.device import fresh_session
     from pipeline.models import build_model
     from pipeline.training import fit
 
     m = trial.metrics
     settings = trial.settings.replace(epochs=int(m.best_epoch or 1))
-    needed = m.seconds / max(m.epochs_run, 1) * settings.epochs * 1.25
-    left = budget.left() - 30
+    x = np.concatenate([split[0], split[2]])
+    y = np.concatenate([split[1], split[3]])
+    check = min(256, len(y))
+    per_epoch = epoch_seconds(1 / max(m.train_images_per_second, 1e-9), len(y), check)
+    needed = per_epoch * settings.epochs
+    left = budget.left() - predict_seconds(FORWARD_SHARE / m.train_images_per_second,
+                                           len(ds.x_test))  # fmt: skip
     if needed > left:
         log(f"final: skipping --refit (needs ~{needed:.0f} s, {left:.0f} s left)")
         return None
-    x = np.concatenate([split[0], split[2]])
-    y = np.concatenate([split[1], split[3]])
     log(
         f"final: refitting trial {trial_number} ({trial.model}) on all {len(y)} labelled rows "
         f"for {settings.epochs} epochs (~{needed:.0f} s)"
@@ -193,5 +207,5 @@ def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord,
     fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
     # the holdout is inside the training rows now: keep the last epoch, not the "best" one
-    data = (x, y, x[:256], y[:256])
+    data = (x, y, x[:check], y[:check])
     return fit(model, settings, data, ds.num_classes, verbose=0, keep_best=False).model

@@ -8,20 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.fsutil import atomic_write_text
 from pipeline.records import read_trial
 from pipeline.tune import log
-from pipeline.tune.objective import Objective, holdout_probs_path
+from pipeline.tune.decide import MARGIN, completed, is_warm_start, warm_start_trial
+from pipeline.tune.objective import Objective, kept_files
 
-# The search earns its share or gives it up. With a final fit, a trial's slice score must beat
-# the warm start's by more than MARGIN for its configuration to replace the warm start in the
-# final fit (see final_pick); once PATIENCE trials have finished after the warm start and none
-# did, the search stops and its remaining seconds go to the final fit. Why a whole point: slice
-# scores (8 epochs on 12,000 rows) favour small nets. In the 900 s benchmark run lenet5_wide led
-# resnet9s (the warm start) by 0.64 points on the slice; its final fit (33 epochs) scored 0.9278,
-# where resnet9s's final fit scored 0.9168 after 4 epochs (300 s) and 0.9458 after 23 (1800 s).
-# At 300 s lenet5's pick scored 0.8962. At 1800 and 3600 s the best trial was the warm start.
+# Once PATIENCE trials have finished after the warm start and none beat it by more than the
+# final pick's MARGIN (pipeline.tune.decide), the search stops and its remaining seconds go to
+# the final fit.
 PATIENCE = 5
-MARGIN = 0.01
 # A short budget cannot judge the search at all: when what is left of its share after the warm
 # start cannot hold PATIENCE trials of half the warm start's time each (most trials are pruned
 # part-way), the search stops there. At 900 s on 2 cores the warm start took 153 s of a 315 s
@@ -116,18 +112,6 @@ class Progress:
             study.stop()
 
 
-def is_warm_start(trial) -> bool:
-    """True for the warm-start trial: the one enqueued before the search samples (Optuna keeps
-    the enqueued parameters, also on a retry of it)."""
-    return "fixed_params" in trial.system_attrs
-
-
-def warm_start_trial(trials: list):
-    """The completed warm-start trial, or None."""
-    done = [t for t in trials if t.state.name == "COMPLETE" and is_warm_start(t)]
-    return min(done, key=lambda t: t.number, default=None)
-
-
 def cannot_judge(trial, left: float) -> bool:
     """True when ``trial`` is the completed warm start and the search's ``left`` seconds cannot
     hold PATIENCE trials of JUDGED_FRACTION of its time each."""
@@ -149,23 +133,6 @@ def not_earning(study) -> bool:
     return len(after) >= PATIENCE and study.best_value <= first.value + MARGIN
 
 
-def final_pick(ranked: list) -> list:
-    """``ranked`` (completed trials, best first) with the warm start moved to the front unless
-    the best trial beats it by more than MARGIN: the configuration the final fit trains."""
-    warm = warm_start_trial(ranked)
-    if warm is None or not ranked or ranked[0].value > warm.value + MARGIN:
-        return ranked
-    return [warm] + [t for t in ranked if t.number != warm.number]
-
-
-def completed(study) -> list:
-    """The study's completed trials, best first."""
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-    return sorted(done, key=lambda t: t.value, reverse=True)
-
-
 def prune_saved_models(study, keep: int, models_dir: Path, store=None) -> None:
     """Delete the saved models (and validation probabilities, and their artifacts) of completed
     trials outside the top ``keep``: a long study would otherwise fill the disk."""
@@ -175,11 +142,18 @@ def prune_saved_models(study, keep: int, models_dir: Path, store=None) -> None:
         r = read_trial(t)
         for path in {Path(r.model_path) if r.model_path else None,
                      Path(models_dir) / f"trial-{t.number}.keras"} - {None}:  # fmt: skip
-            path.unlink(missing_ok=True)
-            holdout_probs_path(path).unlink(missing_ok=True)
-            path.with_name(f"trial-{t.number}.history.csv").unlink(missing_ok=True)
-        for artifact in (r.model_artifact, r.holdout_artifact, r.history_artifact):
+            for f in kept_files(path):
+                f.unlink(missing_ok=True)
+        for artifact in (r.model_artifact, r.validation_artifact, r.history_artifact):
             remove(store, artifact)
+
+
+def write_trials_table(study, tune_dir: Path) -> pd.DataFrame:
+    """``tune/trials.csv``: the study's comparison table (returned too)."""
+    frame = trials_frame(study)
+    Path(tune_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(tune_dir) / "trials.csv", frame.to_csv(index=False))
+    return frame
 
 
 def trials_frame(study) -> pd.DataFrame:

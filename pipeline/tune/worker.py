@@ -1,13 +1,20 @@
-"""Trials in a child process, so that a long search cannot grow the main process's memory.
+"""Trials in a child process, so that neither a long search nor TensorFlow itself grows the main
+process's memory.
 
 Measured with ``bench/memory.py`` (30 one-epoch trials of the default space in one process, each
 ended with ``keras.backend.clear_session()`` and ``gc.collect()``): RSS 1,511 MiB after trial 5,
 2,766 MiB after trial 30, +83%: TensorFlow keeps much of what finished trials allocated. A
 worker process (spawned, so its TensorFlow starts clean) runs the trials instead and is replaced
-every ``TRIALS_PER_WORKER`` trials (its start-up, ~5 s, is paid once per batch). It loads the
-data from the dataset cache, reports every epoch to the study through the study's storage (as the
-trial would in-process, so the pruner decides the same way), writes the trial's record there, and
-sends back only the outcome over a pipe.
+every ``TRIALS_PER_WORKER`` trials (its start-up, ~5 s, is paid once per batch). The main process
+does not import TensorFlow before the final stage: the worker also measures the machine (the
+device and the cost model) and reports it.
+
+The worker knows nothing of Optuna: it gets the run's options (at start) and plan (with each
+job) as records, builds the run's splits from them (:func:`pipeline.tune.splits.run_splits`), and
+loads the data from the dataset cache. After every epoch it sends the validation accuracy over
+the pipe and waits for the main process's answer (the trial's pruner decides there, as it would
+in-process); at the end it sends back the trial's record. The main process writes everything to
+the study.
 
 Ctrl-C reaches the worker too (same process group): it ignores it, and the main process stops it.
 A worker that dies (the out-of-memory killer) fails its trial with the reason, and a new one
@@ -23,80 +30,101 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.tune.objective import Job
+from pipeline.options import TuneOptions
+from pipeline.records import TrialRecord
+from pipeline.tune.budget import TunePlan
+from pipeline.tune.objective import Job, Report
 
 TRIALS_PER_WORKER = 8
 PR_SET_PDEATHSIG = 1  # prctl(2)
+POLL_SECONDS = 0.5  # the main process wakes this often, so that signals reach it
 
 
 @dataclass(frozen=True)
-class Setup:
-    """What a worker needs to run any trial of this search (picklable)."""
+class Probe:
+    """Measure the machine: the device, and the cost model of these entries (cached)."""
 
-    data_dir: str
-    cache_dir: str
-    competition: str | None
-    image_shape: tuple[int, int, int] | None
-    channels_first: bool
-    seed: int
-    limit: int | None
-    search_rows: int | None
-    storage: str
-    study: str
-    pruner: str
-    max_epochs: int
-    models_dir: str
-    artifact_store: str | None
-    debug: bool
+    models: tuple[str, ...]
+    cache: str
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    """Worker -> main after each epoch; the answer is the reason to stop, or None."""
+
+    epoch: int
+    accuracy: float
 
 
 @dataclass(frozen=True)
 class Outcome:
-    state: str  # complete, pruned or failed
-    value: float | None = None
+    state: str  # complete, pruned, failed, or probed
+    record: TrialRecord | None = None
     reason: str = ""
+    probed: tuple | None = None  # (runtime info, CostModel) for a Probe
+
+
+class WorkerDied(RuntimeError):
+    pass
 
 
 class Worker:
     """The main process's handle on the trial worker (started on first use)."""
 
-    def __init__(self, setup: Setup):
-        self.setup = setup
+    def __init__(self, opts: TuneOptions):
+        self.opts = opts
         self.process = None
         self.conn = None
         self.trials = 0
 
-    def run(self, job: Job) -> float:
-        """Run one trial in the worker; returns its value, raises ``optuna.TrialPruned`` or a
-        ``RuntimeError`` carrying the failure's reason (written on the trial too)."""
+    def probe(self, models, cache: Path):
+        """(runtime info, CostModel), measured in the worker."""
+        out = self._request(Probe(tuple(models), str(cache)))
+        if out.state != "probed":
+            raise RuntimeError(f"the trial worker could not measure the machine: {out.reason}")
+        return out.probed
+
+    def run(self, job: Job, plan: TunePlan, report: Report) -> TrialRecord:
+        """Run one trial in the worker; returns its record, raises ``optuna.TrialPruned`` or a
+        ``RuntimeError`` carrying the failure's reason."""
         import optuna
 
-        if self.process is None or not self.process.is_alive() or self.trials >= TRIALS_PER_WORKER:
+        if self.trials >= TRIALS_PER_WORKER:
+            self.close()  # a fresh one starts for this trial
+        out = self._request((job, plan), report)
+        self.trials += 1
+        if out.state == "complete":
+            return out.record
+        if out.state == "pruned":
+            raise optuna.TrialPruned(out.reason)
+        raise RuntimeError(out.reason)
+
+    def _request(self, message, report: Report | None = None) -> Outcome:
+        """Send one request; answer its epoch reports until its outcome comes back."""
+        if self.process is None or not self.process.is_alive():
             self.close()
             self._start()
-        self.trials += 1
-        self.conn.send(job)
+        self.conn.send(message)
         try:
-            while not self.conn.poll(0.5):  # wakes up so that signals reach this process
-                if not self.process.is_alive():
-                    raise RuntimeError(
-                        f"the trial's worker process died (exit code {self.process.exitcode}; "
-                        "out of memory?)"
-                    )
-            outcome: Outcome = self.conn.recv()
+            while True:
+                while not self.conn.poll(POLL_SECONDS):
+                    if not self.process.is_alive():
+                        raise WorkerDied(
+                            f"the trial's worker process died (exit code "
+                            f"{self.process.exitcode}; out of memory?)"
+                        )
+                reply = self.conn.recv()
+                if not isinstance(reply, EpochDone):
+                    return reply
+                self.conn.send(report(reply.epoch, reply.accuracy) if report else None)
         except BaseException:
             self.close(kill=True)  # an interrupted or dead trial takes its worker along
             raise
-        if outcome.state == "complete":
-            return float(outcome.value)
-        if outcome.state == "pruned":
-            raise optuna.TrialPruned(outcome.reason)
-        raise RuntimeError(outcome.reason)
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_main, args=(child, self.setup, os.getpid()),
+        self.process = ctx.Process(target=_main, args=(child, self.opts, os.getpid()),
                                    daemon=True)  # fmt: skip
         self.process.start()
         child.close()
@@ -121,7 +149,7 @@ class Worker:
 
 def _die_with_parent(parent: int) -> None:
     """Ask Linux to kill this process when its parent dies (a SIGKILLed tune would otherwise
-    leave its worker training, and writing to the study, for nobody)."""
+    leave its worker training for nobody)."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
@@ -130,41 +158,59 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _main(conn, setup: Setup, parent: int) -> None:
-    """The worker: load once, then run the trials it is sent until it gets None."""
+def _main(conn, opts: TuneOptions, parent: int) -> None:
+    """The worker: load once, then answer requests until it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
-    import optuna
+    from pipeline import artifacts, device
+    from pipeline.data import load
 
-    from pipeline import device
-    from pipeline.data import holdout, load_competition, search_split
-    from pipeline.tune.objective import train_trial
-    from pipeline.tune.store import open_store
-    from pipeline.tune.study import make_pruner, make_storage, quiet_optuna
-
-    device.quiet(setup.debug)
+    device.quiet(opts.debug)
     device.configure_runtime()
-    quiet_optuna()
-    ds = load_competition(Path(setup.data_dir), cache_dir=Path(setup.cache_dir),
-                          image_shape=setup.image_shape, channels_first=setup.channels_first,
-                          competition=setup.competition)  # fmt: skip
-    data = search_split(holdout(ds, setup.seed, setup.limit), setup.search_rows, setup.seed)
-    study = optuna.load_study(study_name=setup.study, storage=make_storage(setup.storage),
-                              pruner=make_pruner(setup.pruner, setup.max_epochs))  # fmt: skip
-    store = open_store(setup.artifact_store)
+    ds = load(opts)
+    models_dir = artifacts.tune_dir(opts.artifacts, ds.competition) / "models"
+    splits: dict[TunePlan, tuple] = {}
     while True:
         try:
-            job = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):  # the main process is gone
             return
-        if job is None:
+        if message is None:
             return
-        trial = optuna.trial.Trial(study, job.trial_id)
-        try:
-            value = train_trial(trial, job, ds, data, Path(setup.models_dir), store)
-            outcome = Outcome("complete", value)
-        except optuna.TrialPruned as exc:
-            outcome = Outcome("pruned", reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported to the main process as the reason
-            outcome = Outcome("failed", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
-        conn.send(outcome)
+        if isinstance(message, Probe):
+            conn.send(_probe(ds, message))
+            continue
+        job, plan = message
+        if plan not in splits:
+            from pipeline.tune.splits import run_splits
+
+            splits = {plan: run_splits(ds, opts, plan).search}
+        conn.send(_trial(conn, job, ds, splits[plan], models_dir))
+
+
+def _probe(ds, message: Probe) -> Outcome:
+    from pipeline.tune.budget import measure_machine
+    from pipeline.tune.objective import failure_reason
+
+    try:
+        return Outcome("probed", probed=measure_machine(ds, list(message.models),
+                                                        Path(message.cache)))  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - reported to the main process
+        return Outcome("failed", reason=failure_reason(exc))
+
+
+def _trial(conn, job: Job, ds, data, models_dir: Path) -> Outcome:
+    import optuna
+
+    from pipeline.tune.objective import failure_reason, train_trial
+
+    def report(epoch: int, accuracy: float) -> str | None:
+        conn.send(EpochDone(epoch, accuracy))
+        return conn.recv()
+
+    try:
+        return Outcome("complete", train_trial(job, ds, data, models_dir, report))
+    except optuna.TrialPruned as exc:
+        return Outcome("pruned", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported to the main process as the reason
+        return Outcome("failed", reason=failure_reason(exc))

@@ -1,0 +1,176 @@
+"""Every decision of the final stage, in one place, and none of them on the holdout.
+
+What the final stage trains or averages is decided here from the study and the trials' own
+validation rows (:attr:`pipeline.tune.splits.RunSplits.search`): which trial's configuration
+(the warm start unless a trial beats it by :data:`MARGIN`; ``--final-trial``), which trials
+average into an ensemble (``--ensemble``), and whether the left-right mirror joins training and
+prediction (:mod:`pipeline.tune.flip`). The functions here are never given the holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.records import FlipDecision, read_trial
+from pipeline.tune import log
+
+# The search earns its share or gives it up. With a final fit, a trial's slice score must beat
+# the warm start's by more than MARGIN for its configuration to replace the warm start in the
+# final fit (final_pick); the search stops once it cannot (pipeline.tune.search). Why a whole
+# point: slice scores (8 epochs on 12,000 rows) favour small nets. In the 900 s benchmark run
+# lenet5_wide led resnet9s (the warm start) by 0.64 points on the slice; its final fit (33 epochs)
+# scored 0.9278, where resnet9s's final fit scored 0.9168 after 4 epochs (300 s) and 0.9458 after
+# 23 (1800 s). At 300 s lenet5's pick scored 0.8962. At 1800 and 3600 s the best trial was the
+# warm start.
+MARGIN = 0.01
+ENSEMBLE_AUTO_MAX = 3  # --ensemble auto: the best k <= this
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What the final stage uses: ``trials`` best first (a fit trains ``trials[0]``'s
+    configuration; without one they are averaged), their kept files, the validation accuracy
+    of each top-k average, and the mirror."""
+
+    trials: list
+    files: dict[int, tuple[Path, Path | None]]
+    ensemble_scores: dict[int, float]
+    flip: FlipDecision
+    ranked: list = field(default_factory=list)  # every candidate with a kept model, best first
+
+
+def completed(study) -> list:
+    """The study's completed trials, best first."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    return sorted(done, key=lambda t: t.value, reverse=True)
+
+
+def is_warm_start(trial) -> bool:
+    """True for the warm-start trial: the one enqueued before the search samples (Optuna keeps
+    the enqueued parameters, also on a retry of it)."""
+    return "fixed_params" in trial.system_attrs
+
+
+def warm_start_trial(trials: list):
+    """The completed warm-start trial, or None."""
+    done = [t for t in trials if t.state.name == "COMPLETE" and is_warm_start(t)]
+    return min(done, key=lambda t: t.number, default=None)
+
+
+def final_pick(ranked: list) -> list:
+    """``ranked`` (completed trials, best first) with the warm start moved to the front unless
+    the best trial beats it by more than MARGIN: the configuration the final fit trains."""
+    warm = warm_start_trial(ranked)
+    if warm is None or not ranked or ranked[0].value > warm.value + MARGIN:
+        return ranked
+    return [warm] + [t for t in ranked if t.number != warm.number]
+
+
+def rank(study, fits: bool, final_trial: int | None) -> list:
+    """The candidates, best first: with a final fit the warm start leads unless beaten by the
+    margin; ``--final-trial N`` leaves only trial N."""
+    ranked = completed(study)
+    if fits and final_trial is None and ranked:
+        picked = final_pick(ranked)
+        if picked[0] is not ranked[0]:
+            log(
+                f"final: keeping the warm start (trial {picked[0].number}, "
+                f"{picked[0].value:.4f}): the best trial ({ranked[0].number}, "
+                f"{ranked[0].value:.4f}) does not beat it by {MARGIN * 100:.1f} points, the lead "
+                "a slice score needs to hold in the final fit"
+            )
+        ranked = picked
+    if final_trial is not None:
+        ranked = [t for t in ranked if t.number == final_trial]
+        if not ranked:
+            raise PipelineError(
+                f"--final-trial {final_trial}: no completed trial of that number in study "
+                f"{study.study_name!r}"
+            )
+    return ranked
+
+
+def with_models(ranked: list, wanted: int, models_dir: Path, store=None):
+    """(the first ``wanted`` candidates that kept a model, {number: (model, probabilities)})."""
+    from pipeline.tune.objective import trial_files
+
+    files, kept = {}, []
+    for t in ranked:
+        if len(kept) >= max(wanted, 1):
+            break
+        r = read_trial(t)
+        if not (r.model_path or r.model_artifact):
+            continue
+        model_file, probs_file = trial_files(t, models_dir, store)
+        if model_file is not None:
+            files[t.number] = (model_file, probs_file)
+            kept.append(t)
+    return kept, files
+
+
+def choose_ensemble(trials: list, files: dict, requested: int | str, y_val: np.ndarray):
+    """(chosen trials, {k: validation accuracy of the top-k average}) from the probabilities
+    each trial kept on the validation rows; ``auto`` takes the best k <= 3, the smallest on
+    ties."""
+    candidates = trials[: (ENSEMBLE_AUTO_MAX if requested == "auto" else int(requested))]
+    probs = []
+    for t in candidates:
+        f = files[t.number][1]
+        probs.append(np.load(f) if f is not None and f.exists() else None)
+    scores: dict[int, float] = {}
+    for k in range(1, len(candidates) + 1):
+        if any(p is None or len(p) != len(y_val) for p in probs[:k]):
+            break
+        mean = np.mean(probs[:k], axis=0)
+        scores[k] = float((mean.argmax(1) == y_val).mean())
+    if requested == "auto":
+        k = max(scores, key=lambda i: (scores[i], -i)) if scores else 1
+    else:
+        k = len(candidates)
+    return candidates[:k], scores
+
+
+def flip_decision(flag: str, model_path: Path, x_val, y_val, k: int) -> FlipDecision:
+    """``--flip on/off``, or measured with the chosen trial's model on the validation rows."""
+    from pipeline.predict import load_model
+    from pipeline.tune.flip import decide_flip, forced
+
+    if flag != "auto":
+        return forced(flag)
+    decision = decide_flip(load_model(Path(model_path)), x_val, y_val, k)
+    log(
+        f"final: left-right mirror {'keeps' if decision.invariant else 'changes'} the labels "
+        f"(the chosen trial's model: {decision.accuracy_plain:.4f} plain, "
+        f"{decision.accuracy_mirrored:.4f} mirrored on {decision.rows} validation images); "
+        f"{'mirror in training and at test time' if decision.invariant else 'no mirror'}"
+    )
+    return decision
+
+
+def decide(opts, fits: bool, study, validation: tuple, num_classes: int, models_dir: Path,
+           store=None, flip: FlipDecision | None = None) -> Decisions:  # fmt: skip
+    """The final stage's decisions from the study and the validation rows ``(x_val, y_val)``;
+    ``flip``: a decision already taken (a resumed fit keeps its own)."""
+    x_val, y_val = validation
+    wanted = ENSEMBLE_AUTO_MAX if opts.ensemble == "auto" else int(opts.ensemble)
+    kept, files = with_models(rank(study, fits, opts.final_trial), wanted, models_dir, store)
+    if not kept:
+        raise PipelineError(
+            f"study {study.study_name!r} has no completed trial with a saved model; run "
+            "./run.sh tune with a larger --timeout"
+        )
+    chosen, scores = choose_ensemble(kept, files, opts.ensemble, y_val)
+    log(
+        "final: validation accuracy of the top-k ensembles: "
+        + ", ".join(f"k={i}: {s:.4f}" for i, s in scores.items())
+        + f"; using k={len(chosen)}"
+    )
+    if flip is None:
+        flip = flip_decision(opts.flip, files[chosen[0].number][0], x_val, y_val, num_classes)
+    return Decisions(chosen, files, scores, flip, kept)
