@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,30 @@ DEMO = ROOT / "input" / "fashion-mnist"
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# CI sets this: a part of the machine a test needs (PostgreSQL's server binaries, the right to
+# mount a read-only file system) missing is then a failure, not a skip
+REQUIRE_ALL = os.environ.get("PIPELINE_TESTS_REQUIRE_ALL") == "1"
+
+
+def unavailable(reason: str):
+    """Skip a test for want of a part of the machine; fail instead under CI."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (PIPELINE_TESTS_REQUIRE_ALL=1: CI must have it)")
+    pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float = 300, every: float = 0.5, what: str = "the condition"):
+    """Poll ``condition()`` until it returns something true (returned); fail after ``timeout``
+    seconds, a generous limit on a busy 2-core machine, not a measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(every)
 
 
 def make_images(n: int, n_pixels: int, classes, rng: np.random.Generator):

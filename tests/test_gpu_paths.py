@@ -72,12 +72,15 @@ def test_xla_jit_compile_trains_a_small_model():
 
 
 def test_an_entry_that_cannot_take_the_gpu_settings_is_left_out_with_a_reason(monkeypatch, capsys):
+    from types import SimpleNamespace
+
     import keras
 
+    from pipeline import device
     from pipeline.device import gpu_problem
     from pipeline.models import registry
     from pipeline.options import TuneOptions
-    from pipeline.tune.budget import CostModel, make_plan
+    from pipeline.tune import budget
     from pipeline.tune.command import choose_models
 
     def float16_softmax(input_shape, num_classes, **hp):  # forgets registry.classifier
@@ -92,10 +95,16 @@ def test_an_entry_that_cannot_take_the_gpu_settings_is_left_out_with_a_reason(mo
     assert gpu_problem("lenet5", (28, 28, 1), 10) is None
     assert keras.mixed_precision.global_policy().name == "float32"  # put back
 
+    # the worker measures the machine: on a GPU, which entries take its settings
+    runtime = {**device.configure_runtime(), "device": "GPU"}
+    monkeypatch.setattr(device, "configure_runtime", lambda *a, **kw: runtime)
+    monkeypatch.setattr(budget, "measure_cost", lambda ds, cache: 1e-12)
+    data = SimpleNamespace(image_shape=(28, 28, 1), num_classes=10)
+    measured, cost = budget.measure_machine(data, ["mlp", "lenet5"], None)
+    assert measured["device"] == "GPU" and list(cost.gpu_problems) == ["mlp"]
     opts = TuneOptions()
-    plan = make_plan(opts, 60_000, "GPU")
-    cost = CostModel(1e-12, {"mlp": 1, "lenet5": 1})
-    kept = choose_models(opts, plan, cost, 100, 25, ["mlp", "lenet5"], (28, 28, 1), 10)
+    plan = budget.make_plan(opts, 60_000, "GPU")
+    kept = choose_models(opts, plan, cost, 100, 25, ["mlp", "lenet5"], (28, 28, 1))
     assert kept == ["lenet5"]
     assert "GPU: leaving out mlp (its output is float16" in capsys.readouterr().out
 

@@ -9,14 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import datetime, timedelta
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, unavailable, wait_for
 from pg_server import PASSWORD, Server, binaries
 
 from pipeline import cli
@@ -30,7 +29,7 @@ TINY = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "
 @pytest.fixture(scope="module")
 def pg():
     if binaries() is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not on this machine")
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not on this machine")
     server = Server().start()
     yield server
     server.stop()
@@ -104,15 +103,15 @@ def test_dashboard_serves_the_study(pg, shared):
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/dashboard/" in line and PASSWORD not in line, line
-        studies, deadline = None, time.time() + 60
-        while time.time() < deadline:
+
+        def studies():
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
-                    studies = json.load(r)
-                break
+                    return json.load(r)
             except OSError:
-                time.sleep(0.5)
-        assert studies is not None
+                return None
+
+        studies = wait_for(studies, timeout=120, what="the dashboard to answer")
         listed = studies.get("study_summaries", studies.get("studies", []))
         assert "shared" in [s["study_name"] for s in listed]
     finally:
@@ -122,8 +121,10 @@ def test_dashboard_serves_the_study(pg, shared):
 
 
 def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
-    pg, demo_small, tmp_path
+    pg, demo_small, tmp_path, monkeypatch
 ):
+    from test_tune import expire_stale
+
     name = "killed"
     extra = ("--storage", pg.url, "--study", name, "--search-only")
     first = _spawn(_args(demo_small, tmp_path / "a", *extra, "--trials", "1"))
@@ -131,32 +132,31 @@ def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
     # a long trial, killed mid-way after its heartbeat was recorded
     victim = _spawn(_args(demo_small, tmp_path / "b", *extra, "--trials", "5",
                           "--max-epochs", "40"))  # fmt: skip
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(1)
+
+    def running():
         study = optuna.load_study(study_name=name, storage=pg.url)
-        running = [t for t in study.get_trials()
-                   if t.state == optuna.trial.TrialState.RUNNING
-                   and datetime.now() - t.datetime_start > timedelta(seconds=4)]  # fmt: skip
-        if running:
-            break
+        return [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING
+                and datetime.now() - t.datetime_start > timedelta(seconds=4)]  # fmt: skip
+
+    killed = wait_for(running, timeout=300, what="a running trial")[0]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert running, "no trial was running"
-    time.sleep(4)  # past the heartbeat's grace period (PIPELINE_HEARTBEAT=1: 3 s)
+    study = expire_stale(pg.url, name, killed.number, monkeypatch)
+    retried = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.params for t in retried] == [killed.params]  # retried with its configuration
     late = _spawn(_args(demo_small, tmp_path / "c", *extra, "--trials", "1"))
-    out, _ = late.communicate(timeout=300)
+    out, _ = late.communicate(timeout=400)
     assert late.returncode == 0, out[-3000:]
     study = optuna.load_study(study_name=name, storage=pg.url)
     states = [t.state for t in study.get_trials()]
     assert optuna.trial.TrialState.RUNNING not in states
-    assert optuna.trial.TrialState.FAIL in states  # the killed one
+    assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL  # the killed one
     # the late worker joined the study as it stood (the sampler sees the trials it found)
     assert int(re.search(r"\((\d+) completed trials\)", out).group(1)) >= 1
     # the killed trial's configuration was retried, by the late worker, to the end
-    numbers = [t.number for t in study.get_trials()]
-    assert numbers == list(range(len(numbers))) and len(numbers) >= 3
-    assert study.get_trials()[-1].state == optuna.trial.TrialState.COMPLETE
+    again = study.trials[retried[0].number]
+    assert again.state == optuna.trial.TrialState.COMPLETE and again.params == killed.params
+    assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(again) == killed.number
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ def test_an_entry_that_cannot_build_for_the_data_is_left_out_with_a_reason(monke
     assert "resnet9s" in cost.macs  # the fast nets stop pooling at 2x2
     opts = TuneOptions()
     plan = budget.make_plan(opts, 1000, "CPU")
-    kept = choose_models(opts, plan, cost, 100, 25, list(DEFAULT_MODELS), (6, 6, 1), 3)
+    kept = choose_models(opts, plan, cost, 100, 25, list(DEFAULT_MODELS), (6, 6, 1))
     assert set(kept) <= set(cost.macs) and "resnet9s" in kept
     out = capsys.readouterr().out
     for name in cost.problems:
@@ -192,14 +192,14 @@ def test_an_entry_that_cannot_build_for_the_data_is_left_out_with_a_reason(monke
 
 def test_entries_the_final_fit_cannot_train_long_are_left_out_on_cpu(capsys):
     from pipeline.options import TuneOptions
-    from pipeline.tune.budget import CostModel, make_plan
+    from pipeline.tune.budget import CostModel, epoch_seconds, make_plan
     from pipeline.tune.command import MIN_FINAL_EPOCHS, choose_models
 
     opts = TuneOptions(timeout=900)
     plan = make_plan(opts, 60_000, "CPU")
     full = (48_000, 12_000)
     per_mac = 1e-9
-    one_epoch = (full[0] + full[1] / 3) * 1.1 * per_mac  # seconds per MAC of a full epoch
+    one_epoch = epoch_seconds(per_mac, *full)  # seconds per MAC of a full epoch
     # just over and just under MIN_FINAL_EPOCHS full epochs in the 585 s reserve
     fits = int(plan.reserve / MIN_FINAL_EPOCHS / one_epoch * 0.95)
     slow = int(plan.reserve / MIN_FINAL_EPOCHS / one_epoch * 1.05)

@@ -14,7 +14,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, unavailable
 
 from pipeline import cli
 
@@ -121,7 +121,7 @@ def readonly_dir(tmp_path):
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
                           capture_output=True)  # fmt: skip
     if done.returncode != 0:
-        pytest.skip("cannot make a read-only folder here (not root-free, and mount refused)")
+        unavailable("cannot make a read-only folder here (root, and mount refused)")
     yield path
     subprocess.run(["umount", str(path)], capture_output=True)
 
@@ -163,19 +163,31 @@ def test_corrupt_study_database_names_the_file(demo_small, tmp_path, capsys):
 
 
 def test_locked_study_database_waits_then_says_so(demo_small, tmp_path, capsys, monkeypatch):
+    import threading
+
     assert cli.main(_args(demo_small, tmp_path, *SMALL, "--search-only")) == 0
     capsys.readouterr()
     db = tmp_path / "art" / "fashion-mnist" / "optuna.db"
-    holder = sqlite3.connect(db)
+    # a lock released while the command waits for it: the command goes on
+    holder = sqlite3.connect(db, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
-    monkeypatch.setenv("PIPELINE_SQLITE_TIMEOUT", "2")
-    t0 = time.monotonic()
+    monkeypatch.setenv("PIPELINE_SQLITE_TIMEOUT", "120")
+    release = threading.Timer(1.0, holder.rollback)
+    release.start()
+    try:
+        assert cli.main(_args(demo_small, tmp_path, *SMALL, "--search-only")) == 0
+    finally:
+        release.join()
+        holder.close()
+    # a lock held past the wait: one line that says so
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setenv("PIPELINE_SQLITE_TIMEOUT", "0.5")
     try:
         code = cli.main(_args(demo_small, tmp_path, *SMALL))
     finally:
         holder.rollback()
         holder.close()
-    assert time.monotonic() - t0 >= 2  # it waited for the lock first
     _one_line(code, capsys.readouterr().err, r"locked by another process")
 
 

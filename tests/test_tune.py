@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 from pipeline import cli
+from pipeline.errors import PipelineError
 
 pytestmark = pytest.mark.slow
 
@@ -252,60 +252,74 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_killed_process_loses_no_completed_trial(demo_small, tmp_path):
+def _mid_trial(tmp_path, name="fashion-mnist"):
+    """(completed trials, the trial running for a while) once there are both, else None."""
+    db = tmp_path / "art" / "fashion-mnist" / "optuna.db"
+    if not db.exists():
+        return None
+    try:
+        study = _study(tmp_path, name)
+    except Exception:  # noqa: BLE001 - study not created yet
+        return None
+    # mid-trial: running for a while, so its heartbeat has been recorded (a kill in the instant
+    # between Optuna's ask() and the first heartbeat leaves nothing to expire), with epochs
+    # left, so that it cannot finish between this look and the kill
+    running = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING
+               and datetime.now() - t.datetime_start > timedelta(seconds=4)
+               and len(t.intermediate_values) < 20]  # fmt: skip
+    done = _complete(study)
+    return (done, running[0]) if done and running else None
+
+
+def expire_stale(url: str, name: str, number: int, monkeypatch):
+    """Poll Optuna's heartbeat check until the killed process's trial ``number`` is FAIL (its
+    heartbeat stopped; PIPELINE_HEARTBEAT=1: a 3 s grace); returns the study."""
+    from pipeline.tune.study import make_storage
+
+    monkeypatch.setenv("PIPELINE_HEARTBEAT", "1")
+    study = optuna.load_study(study_name=name, storage=make_storage(url))
+
+    def failed():
+        optuna.storages.fail_stale_trials(study)
+        return study.trials[number].state == optuna.trial.TrialState.FAIL
+
+    wait_for(failed, timeout=120, what=f"trial {number}'s heartbeat to expire")
+    return study
+
+
+def test_killed_process_loses_no_completed_trial(demo_small, tmp_path, monkeypatch):
     # many epochs so that the second trial is still running when the first one has finished
     # no pruner: a pruned trial is not the completed one this test needs
-    proc = _spawn(
-        demo_small,
-        tmp_path,
-        "--trials",
-        "5",
-        "--max-epochs",
-        "30",
-        "--pruner",
-        "none",
-        "--search-only",
-    )
-    db = tmp_path / "art" / "fashion-mnist" / "optuna.db"
-    deadline = time.time() + 240
-    completed = []
-    while time.time() < deadline:
-        time.sleep(1)
-        if db.exists():
-            try:
-                study = _study(tmp_path)
-            except Exception:  # noqa: BLE001 - study not created yet
-                continue
-            completed = _complete(study)
-            # mid-trial: running for a while, so its heartbeat has been recorded (a kill in the
-            # instant between Optuna's ask() and the first heartbeat leaves nothing to expire)
-            running = [
-                t
-                for t in study.get_trials()
-                if t.state == optuna.trial.TrialState.RUNNING
-                and datetime.now() - t.datetime_start > timedelta(seconds=4)
-                # epochs left, so that it cannot finish between this look and the kill
-                and len(t.intermediate_values) < 20
-            ]
-            if completed and running:
-                break
+    proc = _spawn(demo_small, tmp_path, "--trials", "5", "--max-epochs", "30", "--pruner", "none",
+                  "--search-only")  # fmt: skip
+    completed, victim = wait_for(lambda: _mid_trial(tmp_path), timeout=300,
+                                 what="a completed trial and a running one")  # fmt: skip
     workers = _children(proc.pid)  # the trial worker process(es)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert completed, "no trial completed before the kill"
-    time.sleep(2)
-    assert workers and not [pid for pid in workers if _alive(pid)]  # they died with it
+    assert workers
+    wait_for(lambda: not [pid for pid in workers if _alive(pid)], timeout=60,
+             what="the worker to die with its parent")  # fmt: skip
     before = {t.number: t.value for t in completed}
-    time.sleep(3)  # past the heartbeat grace period
-    rerun = _spawn(demo_small, tmp_path, "--trials", "1", "--max-epochs", "1")
-    out, _ = rerun.communicate(timeout=300)
+    url = f"sqlite:///{tmp_path / 'art' / 'fashion-mnist' / 'optuna.db'}"
+    study = expire_stale(url, "fashion-mnist", victim.number, monkeypatch)
+    # the killed trial is retried once, with its own configuration
+    retried = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.params for t in retried] == [victim.params]
+    assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(retried[0]) == (
+        victim.number
+    )
+    # the rerun trains the retried trial first (no pruner: it runs to the end)
+    rerun = _spawn(demo_small, tmp_path, "--trials", "1", "--pruner", "none", "--search-only")
+    out, _ = rerun.communicate(timeout=400)
     assert rerun.returncode == 0, out
     study = _study(tmp_path)
     after = {t.number: t.value for t in _complete(study)}
     assert all(after.get(n) == v for n, v in before.items())
     states = [t.state for t in study.get_trials()]
     assert optuna.trial.TrialState.RUNNING not in states
-    assert optuna.trial.TrialState.FAIL in states  # the killed trial, marked failed
+    assert study.trials[victim.number].state == optuna.trial.TrialState.FAIL
+    assert study.trials[retried[0].number].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_two_workers_share_one_storage(demo_small, tmp_path):
@@ -380,32 +394,44 @@ def test_pruners_judge_a_trial_by_its_epoch_number(name):
     assert weak.should_prune() and not strong.should_prune()
 
 
-def test_workers_started_together_all_open_the_new_study(tmp_path):
-    """Workers racing to create the SQLite schema and the study all get the same study."""
+def test_a_worker_that_loses_the_creation_race_opens_the_winners_study(tmp_path, monkeypatch):
+    """Workers started together race to create the schema and the study: the loser's insert
+    fails on a unique constraint. Forced here: another worker creates the study first, and this
+    one's creation fails as the loser's does; it retries and opens the same study."""
+    import sqlalchemy.exc
+
+    from pipeline.tune import study as st
+
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    start = time.time() + 6  # after every interpreter has imported optuna
-    script = (
-        "import sys, time; from pipeline.tune.study import create_or_load_study\n"
-        "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
-        "s = create_or_load_study(sys.argv[1], 'race')\n"
-        "t = s.ask(); s.tell(t, 0.5)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, url, str(start)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0, out
-    study = optuna.load_study(study_name="race", storage=url)
-    assert len(_complete(study)) == 4
+    real = optuna.create_study
+    calls = []
+
+    def lose_once(**kw):
+        calls.append(kw["study_name"])
+        if len(calls) == 1:
+            winner = real(storage=url, study_name=kw["study_name"], direction="maximize")
+            winner.tell(winner.ask(), 0.5)
+            raise sqlalchemy.exc.IntegrityError(
+                "INSERT INTO studies", {}, Exception("UNIQUE constraint failed: studies.study_name")
+            )
+        return real(**kw)
+
+    monkeypatch.setattr(optuna, "create_study", lose_once)
+    monkeypatch.setattr(st.time, "sleep", lambda s: None)
+    study = st.create_or_load_study(url, "race")
+    assert calls == ["race", "race"]  # lost, retried
+    assert [t.value for t in study.get_trials()] == [0.5]  # the winner's study, not a new one
+    # any other failure is not a race: one line, no retry
+    calls.clear()
+
+    def broken(**kw):
+        calls.append(1)
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(optuna, "create_study", broken)
+    with pytest.raises(PipelineError, match="disk I/O error"):
+        st.create_or_load_study(url, "race")
+    assert calls == [1]
 
 
 def test_trials_run_in_a_worker_process_and_their_records_come_back(

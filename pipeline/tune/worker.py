@@ -104,22 +104,30 @@ class Worker:
         if self.process is None or not self.process.is_alive():
             self.close()
             self._start()
-        self.conn.send(message)
         try:
+            self.conn.send(message)
             while True:
                 while not self.conn.poll(POLL_SECONDS):
                     if not self.process.is_alive():
-                        raise WorkerDied(
-                            f"the trial's worker process died (exit code "
-                            f"{self.process.exitcode}; out of memory?)"
-                        )
+                        raise self._died()
                 reply = self.conn.recv()
                 if not isinstance(reply, EpochDone):
                     return reply
                 self.conn.send(report(reply.epoch, reply.accuracy) if report else None)
+        except (EOFError, OSError):  # the pipe broke: the worker is gone
+            died = self._died()
+            self.close(kill=True)
+            raise died from None
         except BaseException:
             self.close(kill=True)  # an interrupted or dead trial takes its worker along
             raise
+
+    def _died(self) -> WorkerDied:
+        self.process.join(timeout=10)
+        return WorkerDied(
+            f"the trial's worker process died (exit code {self.process.exitcode}; "
+            "out of memory?)"
+        )
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
