@@ -126,6 +126,7 @@ def _predict_flags(p) -> None:
 
 
 def _tune_flags(p) -> None:
+    """tune: the search, its budget and its storage."""
     t = o.TuneOptions
     p.add_argument(
         "--timeout",
@@ -158,6 +159,12 @@ def _tune_flags(p) -> None:
         help="a shared folder for the models trials and the final fit keep, recorded by "
         "artifact id (default: local files)",
     )
+    _tune_final_flags(p)
+    _tune_run_flags(p)
+
+
+def _tune_final_flags(p) -> None:
+    """tune: what the final stage does."""
     p.add_argument("--search-only", action="store_true", help="run trials, skip the final stage")
     p.add_argument("--final-only", action="store_true", help="only the final stage")
     p.add_argument(
@@ -199,6 +206,11 @@ def _tune_flags(p) -> None:
         help="left-right mirror in the final fit's augmentation and at test time (default auto: "
         "where the labels survive it, measured on the trials' validation images)",
     )
+
+
+def _tune_run_flags(p) -> None:
+    """tune: failures, data, report, isolation."""
+    t = o.TuneOptions
     p.add_argument(
         "--max-failures",
         type=int,

@@ -324,19 +324,8 @@ def fit(
     keras.utils.set_random_seed(settings.seed)
     x_train, y_train, x_val, y_val = data
     bn_momentum = adapt_batch_norm(model, math.ceil(len(x_train) / settings.batch_size))
-    model.compile(
-        optimizer=make_optimizer(settings.optimizer, settings.learning_rate, settings.momentum),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=info.get("jit_compile", False),
-    )
-    state = read_checkpoint(checkpoint)
-    if state is not None:
-        try:
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(Path(checkpoint) / state["weights"])
-        except (OSError, ValueError):
-            state = None  # unreadable: train from the start
+    _compile(model, settings, info.get("jit_compile", False))
+    state = _resume(model, checkpoint)
     initial = state["epoch"] if state else 0
     cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
     saver = None
@@ -344,15 +333,8 @@ def fit(
         saver = pcb.Checkpoint(checkpoint, state["history"] if state else {}, schedule)
         cbs.append(saver)
     cbs.append(pcb.StopOnSignal(saver))
-    train_ds = make_dataset(
-        x_train,
-        y_train,
-        num_classes,
-        settings.batch_size,
-        shuffle=True,
-        seed=settings.seed,
-        augment=settings.augment,
-    )
+    train_ds = make_dataset(x_train, y_train, num_classes, settings.batch_size, shuffle=True,
+                            seed=settings.seed, augment=settings.augment)  # fmt: skip
     val_ds = make_dataset(x_val, y_val, num_classes, max(256, settings.batch_size))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -365,8 +347,8 @@ def fit(
             initial_epoch=initial,
             callbacks=cbs + list(callbacks or []),
             verbose=verbose,
-            shuffle=False,  # tf.data shuffles
-        )
+            shuffle=False,
+        )  # fmt: skip (tf.data shuffles)
     seconds = time.perf_counter() - t0
     if saver is not None:  # the history from the first epoch, resumed or not
         history = {k: list(v) for k, v in saver.history.items()}
@@ -375,9 +357,44 @@ def fit(
     losses = history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise FloatingPointError("loss became NaN/inf; lower the learning rate")
-    epochs_run = len(losses)
-    b = best.best_epoch if best is not None and best.best_weights is not None else epochs_run - 1
-    b = max(b, 0)
+    kept = best.best_epoch if best is not None and best.best_weights is not None else None
+    trained = (len(x_train) * len(timer.seconds), sum(timer.seconds))  # in this call
+    metrics = _metrics(model, history, kept, seconds, trained, info["device"], bn_momentum,
+                       bool(stopper and stopper.hit))  # fmt: skip
+    return FitResult(model, history, metrics, resumed_from=initial)
+
+
+def _compile(model, settings: TrainSettings, jit_compile: bool) -> None:
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(settings.optimizer, settings.learning_rate, settings.momentum),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+def _resume(model, checkpoint: Path | None) -> dict | None:
+    """The checkpoint's state with its weights and optimizer state loaded into ``model``, or
+    None (no checkpoint, or an unreadable one: train from the start)."""
+    state = read_checkpoint(checkpoint)
+    if state is None:
+        return None
+    try:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(Path(checkpoint) / state["weights"])
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _metrics(model, history: dict, kept: int | None, seconds: float, trained: tuple,
+             device: str, bn_momentum, stopped: bool) -> FitMetrics:  # fmt: skip
+    """FitMetrics of the kept epoch (``kept``, 0-based; None: the last); ``trained``: (images,
+    seconds) trained in this call, for its speed."""
+    epochs_run = len(history.get("loss", []))
+    b = max(epochs_run - 1 if kept is None else kept, 0)
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = trainable + sum(math.prod(w.shape) for w in model.non_trainable_weights)
 
@@ -385,23 +402,14 @@ def fit(
         values = history.get(key) or [float("nan")]
         return values[min(b, len(values) - 1)]
 
-    trained = len(timer.seconds)  # epochs trained in this call (not restored)
-    metrics = FitMetrics(
-        val_accuracy=at("val_accuracy"),
-        val_loss=at("val_loss"),
-        train_accuracy=at("accuracy"),
-        train_loss=at("loss"),
-        best_epoch=b + 1,
-        epochs_run=epochs_run,
+    return FitMetrics(
+        val_accuracy=at("val_accuracy"), val_loss=at("val_loss"), train_accuracy=at("accuracy"),
+        train_loss=at("loss"), best_epoch=b + 1, epochs_run=epochs_run,
         seconds=round(seconds, 2),
-        train_images_per_second=round(len(x_train) * trained / max(sum(timer.seconds), 1e-9), 1),
-        params=int(total),
-        trainable_params=int(trainable),
-        stopped_by_deadline=bool(stopper and stopper.hit),
-        device=info["device"],
-        bn_momentum=bn_momentum,
-    )
-    return FitResult(model, history, metrics, resumed_from=initial)
+        train_images_per_second=round(trained[0] / max(trained[1], 1e-9), 1),
+        params=int(total), trainable_params=int(trainable), stopped_by_deadline=stopped,
+        device=device, bn_momentum=bn_momentum,
+    )  # fmt: skip
 
 
 def _all_layers(layer):

@@ -81,18 +81,8 @@ def parse_competition(
         train_cols, test_cols, label_col, train_id, test_id, files.test, files.train.name
     )
     classes, y = L.encode_labels(train[label_col], label_col, files.train)
-    string = len(pixel_cols) == 1 and P.is_pixel_string(train[pixel_cols[0]])
-    if string:  # FER2013 style: one column of space-separated numbers per image
-        col = pixel_cols[0]
-        raw_train, n = P.parse_pixel_strings(train[col], col, files.train)
-        raw_test, _ = P.parse_pixel_strings(test[col], col, files.test, expected=n)
-        shape = L.infer_image_shape(n, image_shape, f"{files.train} column {col!r}")
-        names = P.string_pixel_names(col, n)
-    else:
-        shape = L.infer_image_shape(len(pixel_cols), image_shape, str(files.train))
-        raw_train = P.check_pixels(train, pixel_cols, files.train)
-        raw_test = P.check_pixels(test, pixel_cols, files.test)  # columns ordered like train
-        names = pixel_cols
+    string, raw_train, raw_test, shape, names = _raw_pixels(train, test, pixel_cols, files,
+                                                            image_shape)  # fmt: skip
     n_train, n_test = len(train), len(test)
     id_frame = test[[test_id]] if test_id is not None else None
     del train, test  # the frames' pixels (hundreds of MB for 60,000 rows): freed before converting
@@ -143,6 +133,21 @@ def parse_competition(
         submission_ids=np.asarray(sub_ids if sub_ids is not None else ids, dtype=str),
         classes=classes,
     )
+
+
+def _raw_pixels(train, test, pixel_cols: list[str], files: CompetitionFiles, image_shape):
+    """(pixel strings?, train pixels, test pixels, image shape, names of the pixel values)."""
+    string = len(pixel_cols) == 1 and P.is_pixel_string(train[pixel_cols[0]])
+    if string:  # FER2013 style: one column of space-separated numbers per image
+        col = pixel_cols[0]
+        raw_train, n = P.parse_pixel_strings(train[col], col, files.train)
+        raw_test, _ = P.parse_pixel_strings(test[col], col, files.test, expected=n)
+        shape = L.infer_image_shape(n, image_shape, f"{files.train} column {col!r}")
+        return string, raw_train, raw_test, shape, P.string_pixel_names(col, n)
+    shape = L.infer_image_shape(len(pixel_cols), image_shape, str(files.train))
+    raw_train = P.check_pixels(train, pixel_cols, files.train)
+    raw_test = P.check_pixels(test, pixel_cols, files.test)  # columns ordered like train
+    return string, raw_train, raw_test, shape, pixel_cols
 
 
 def _cache_key(files: CompetitionFiles, image_shape, channels_first: bool, competition) -> str:

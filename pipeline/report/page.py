@@ -105,14 +105,43 @@ def build_report(
     comp = competition_dir(opts.artifacts, ds.competition)
     out = comp / "report"
     out.mkdir(parents=True, exist_ok=True)
+    entries, study = gather_entries(opts, comp, ds.competition, study_name, run_id, storage)
+    frame = pd.DataFrame([e.row() for e in entries], columns=COLUMNS)
+    frame = frame.sort_values("val_accuracy", ascending=False, na_position="last")
+    atomic_write_text(out / "models.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "models.md", _markdown(frame))
+    sections = [("all models", _table_html(frame))]
+    ranked = sorted(entries, key=lambda e: -(e.val_accuracy or -1))
+    best = next((e for e in ranked if e.model_path and Path(e.model_path).exists()), None)
+    if best is not None:
+        sections.append(("best model on the holdout", best_section_html(best, ds, out)))
+    if study is not None:
+        plots = study_plots(study, out)
+        trials = frame[frame["kind"] == "trial"]
+        if not trials.empty:
+            plot_by_architecture(trials, out / "study_architectures.png")
+            plots["accuracy by architecture"] = "study_architectures.png"
+        sections.append(
+            (
+                f"study {study.study_name}",
+                "".join(f"<h3>{html.escape(t)}</h3>" + _img(f, t) for t, f in plots.items()),
+            )
+        )
+    sections.append(("learning curves (six plots per model)", curves_html(ranked, out)))
+    return write_index(out, f"{ds.competition}: models and search", sections)
+
+
+def gather_entries(opts, comp: Path, competition: str, study_name, run_id, storage):
+    """(every entry to report, the study or None): train runs, completed trials, the final
+    fit."""
     study = None
     entries: list[ReportEntry] = []
     if run_id or not study_name:
         entries += run_entries(comp, run_id)
     if not run_id:
-        study = _load_study(comp, storage, study_name or ds.competition, required=bool(study_name))
+        study = _load_study(comp, storage, study_name or competition, required=bool(study_name))
         if study is not None:
-            # the trials were scored on the holdout of the tune run's seed and --limit
+            # the trials were scored on the split of the tune run's seed and --limit
             saved = comp / "tune" / "config.json"
             tuned = json.loads(saved.read_text()) if saved.is_file() else {}
             seed = tuned.get("seed", opts.seed)
@@ -123,13 +152,11 @@ def build_report(
         raise PipelineError(
             f"{comp}: nothing to report yet; run ./run.sh train --model NAME or ./run.sh tune"
         )
-    frame = pd.DataFrame([e.row() for e in entries], columns=COLUMNS)
-    frame = frame.sort_values("val_accuracy", ascending=False, na_position="last")
-    atomic_write_text(out / "models.csv", frame.to_csv(index=False))
-    atomic_write_text(out / "models.md", _markdown(frame))
-    sections = [("all models", _table_html(frame))]
+    return entries, study
 
-    ranked = sorted(entries, key=lambda e: -(e.val_accuracy or -1))
+
+def curves_html(ranked: list[ReportEntry], out: Path) -> str:
+    """The six plots and history.csv of the best MAX_CURVES entries."""
     curves = []
     for e in ranked[:MAX_CURVES]:
         if e.history.empty:
@@ -145,42 +172,26 @@ def build_report(
             f"<p><a href='{e.id}/history.csv'>history.csv</a></p>"
             + _img(f"{e.id}/curves.png", f"{e.id} curves")
         )
+    return "".join(curves)
 
-    best = next((e for e in ranked if e.model_path and Path(e.model_path).exists()), None)
-    if best is not None:
-        b = best_model_section(best, ds, out)
-        w = b["weighted"]
-        summary = (
-            f"<p>{html.escape(b['id'])} ({html.escape(str(b['model']))}): accuracy "
-            f"{b['accuracy']:.4f} on {b['holdout_rows']} holdout images; weighted precision "
-            f"{w['precision']:.4f}, recall {w['recall']:.4f}, F1 {w['f1-score']:.4f}</p>"
-        )
-        sections.append(
-            (
-                "best model on the holdout",
-                summary
-                + _table_html(b["table"].reset_index())
-                + "<p><a href='classification.csv'>classification.csv</a> · "
-                "<a href='confusion.csv'>confusion.csv</a></p>"
-                + _img("confusion.png", "confusion matrix")
-                + _img("confusion_normalized.png", "normalized confusion matrix")
-                + _img("mistakes.png", "most confident mistakes"),
-            )
-        )
-    if study is not None:
-        plots = study_plots(study, out)
-        trials = frame[frame["kind"] == "trial"]
-        if not trials.empty:
-            plot_by_architecture(trials, out / "study_architectures.png")
-            plots["accuracy by architecture"] = "study_architectures.png"
-        sections.append(
-            (
-                f"study {study.study_name}",
-                "".join(f"<h3>{html.escape(t)}</h3>" + _img(f, t) for t, f in plots.items()),
-            )
-        )
-    sections.append(("learning curves (six plots per model)", "".join(curves)))
-    return write_index(out, f"{ds.competition}: models and search", sections)
+
+def best_section_html(best: ReportEntry, ds, out: Path) -> str:
+    b = best_model_section(best, ds, out)
+    w = b["weighted"]
+    summary = (
+        f"<p>{html.escape(b['id'])} ({html.escape(str(b['model']))}): accuracy "
+        f"{b['accuracy']:.4f} on {b['holdout_rows']} holdout images; weighted precision "
+        f"{w['precision']:.4f}, recall {w['recall']:.4f}, F1 {w['f1-score']:.4f}</p>"
+    )
+    return (
+        summary
+        + _table_html(b["table"].reset_index())
+        + "<p><a href='classification.csv'>classification.csv</a> · "
+        "<a href='confusion.csv'>confusion.csv</a></p>"
+        + _img("confusion.png", "confusion matrix")
+        + _img("confusion_normalized.png", "normalized confusion matrix")
+        + _img("mistakes.png", "most confident mistakes")
+    )
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -125,8 +125,7 @@ class Worker:
     def _died(self) -> WorkerDied:
         self.process.join(timeout=10)
         return WorkerDied(
-            f"the trial's worker process died (exit code {self.process.exitcode}; "
-            "out of memory?)"
+            f"the trial's worker process died (exit code {self.process.exitcode}; out of memory?)"
         )
 
     def _start(self) -> None:
