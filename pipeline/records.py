@@ -122,6 +122,8 @@ class FinalFitRecord:
     history_artifact: str | None = None
     progress_rows: int | None = None  # holdout images behind each epoch's progress line
     started_from: str | None = None  # the trial's saved model whose weights it started from
+    predict_kept_s: float | None = None  # seconds the fit left for predicting (the formula)
+    predict_used_s: float | None = None  # seconds predicting the holdout and the test took
 
 
 @dataclass(frozen=True)

@@ -352,6 +352,9 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(
     best = json.loads((tune_dir / "best.json").read_text())
     final = best["final_fit"]
     assert final["train_rows"] == 480 and final["holdout_rows"] == 120
+    # the seconds the fit kept back for predicting, and what predicting took (the cost formula's
+    # evidence, read by bench/README.md)
+    assert final["predict_kept_s"] > 0 and final["predict_used_s"] > 0
     assert final["epochs_run"] == 2 and final["progress_rows"] == 40
     assert final["started_from"].endswith(f"trial-{final['trial']}.keras")
     assert best["model_path"].endswith("final.keras") and os.path.exists(best["model_path"])

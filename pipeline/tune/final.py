@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,10 @@ def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     if out is None:
         return None
     model, fitted = out
+    t0 = time.monotonic()
     probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=d.flip.invariant)
+    used = round((fitted.predict_used_s or 0) + time.monotonic() - t0, 1)
+    fitted = dataclasses.replace(fitted, predict_used_s=used)
     estimate = Estimate.of(fitted.holdout_accuracy, fitted.holdout_rows, "holdout")
     return Submitted(probs, [best], estimate, fitted.holdout_accuracy, fitted)
 

@@ -4,6 +4,8 @@ for the trial's best epoch count)."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +88,11 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     if resumed:
         log(f"final: resuming {job.trial.model} from epoch {done} ({job.checkpoint})")
     model, result = train_final(job, ds, split, budget, pace, epochs, resumed)
+    t0 = time.monotonic()
     record = score_final(job, result, split, which, n_progress, store, study)
+    # the time kept back for predicting, and (with the test set, see final.by_final_fit) used
+    record = dataclasses.replace(record, predict_kept_s=round(pace.predict_s(), 1),
+                                 predict_used_s=round(time.monotonic() - t0, 1))  # fmt: skip
     return model, record
 
 
