@@ -116,6 +116,48 @@ def test_float_pixels_in_unit_interval(layout_dir):
     np.testing.assert_array_equal(ds.x_train[0].ravel(), expected)
 
 
+@pytest.mark.parametrize(
+    "top, scale",
+    [(1.0, "0-1"), (16, "0-16"), (255, "0-255"), (4095, "0-4095"), (1, "0-1")],
+)
+def test_the_pixel_scale_is_inferred_and_every_scale_reads_as_0_255(layout_dir, top, scale):
+    """0-1 floats, 0-16 (scikit-learn's digits), 0-255, 12-bit and binary 0/1 pixels: the scale
+    is the data's, saved in the layout, and the images come out in the same 0-255 range."""
+    folder = layout_dir("digit", n_train=20, n_test=4, side=4)
+    rng = np.random.default_rng(3)
+    for name in ("train.csv", "test.csv"):
+        df = pd.read_csv(folder / name)
+        pix = [c for c in df.columns if c.startswith("pixel")]
+        if isinstance(top, float):
+            df[pix] = rng.random((len(df), len(pix)))
+        else:
+            df[pix] = rng.integers(0, top + 1, size=(len(df), len(pix)))
+        df.loc[0, pix[0]] = top  # the top is reached (and the bottom: rows are random)
+        df.to_csv(folder / name, index=False)
+    ds = load_competition(folder)
+    assert ds.layout.pixel_scale == scale
+    assert scale in ds.layout.summary()
+    raw = pd.read_csv(folder / "train.csv").iloc[:, 1:].to_numpy(dtype=float)
+    expected = np.rint(raw * 255.0 / top).astype(np.uint8)
+    np.testing.assert_array_equal(ds.x_train.reshape(len(raw), -1), expected)
+    assert ds.x_train.max() == 255
+
+
+def test_a_lone_pixel_above_the_scale_is_an_error_not_a_new_scale(layout_dir):
+    folder = layout_dir("digit", n_train=20, n_test=4, side=4)
+    df = pd.read_csv(folder / "test.csv")
+    pix = [c for c in df.columns if c.startswith("pixel")]
+    df[pix] = df[pix] % 17
+    df.to_csv(folder / "test.csv", index=False)
+    train = pd.read_csv(folder / "train.csv")
+    train[pix] = train[pix] % 17
+    train.loc[2, "pixel5"] = 200
+    train.to_csv(folder / "train.csv", index=False)
+    with pytest.raises(PipelineError, match=r"train\.csv: pixel 200 above 16 in column 'pixel5', "
+                       r"row 3 \(line 4\); every other pixel is in 0-16"):  # fmt: skip
+        load_competition(folder)
+
+
 def test_rgb_3072_is_32x32x3_and_channels_first(layout_dir):
     folder = layout_dir("kannada", n_train=12, n_test=3, side=1)  # placeholder, rewritten below
     rng = np.random.default_rng(1)

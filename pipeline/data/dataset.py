@@ -17,7 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path
 
 # bump when Dataset or the parsing changes: older caches are then rebuilt, never trusted
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass
@@ -87,9 +87,10 @@ def parse_competition(
     id_frame = test[[test_id]] if test_id is not None else None
     del train, test  # the frames' pixels (hundreds of MB for 60,000 rows): freed before converting
     scale = P.pixel_scale(raw_train, raw_test)
-    x_train = P.to_images(P.to_uint8(raw_train, scale, names, files.train), shape, channels_first)
+    P.check_outliers([(raw_train, names, files.train), (raw_test, names, files.test)], scale)
+    x_train = P.to_images(P.to_uint8(raw_train, scale), shape, channels_first)
     del raw_train
-    x_test = P.to_images(P.to_uint8(raw_test, scale, names, files.test), shape, channels_first)
+    x_test = P.to_images(P.to_uint8(raw_test, scale), shape, channels_first)
     del raw_test
     ignored = [c for c in train_cols + test_cols if c.lower() in L.META_NAMES]
 

@@ -44,6 +44,14 @@ class Layout:
     pixel_format: str = "columns"  # one column per pixel, or "string": one column of numbers
     ignored_columns: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """One line for a command's log: the data as it was read."""
+        h, w, c = self.image_shape
+        return (
+            f"{self.competition}: {self.n_train} labelled and {self.n_test} test images of "
+            f"{h}x{w}x{c}, {len(self.classes)} classes, pixels read as {self.pixel_scale}"
+        )
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["image_shape"] = list(self.image_shape)

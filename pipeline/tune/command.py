@@ -87,6 +87,7 @@ def run(opts: TuneOptions) -> int:
     budget = Budget.start(opts.timeout)
     interrupt.install()
     ds = load(opts)
+    log(f"data {ds.layout.summary()}")
     tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
     opts.save(tune_dir / "config.json")
     resume = has_checkpoint(tune_dir) and not opts.search_only
