@@ -1,6 +1,7 @@
 """The search space samples valid configurations without building any model."""
 
 import optuna
+import pytest
 
 from pipeline.models.registry import get_entry
 from pipeline.search_space import (
@@ -52,3 +53,18 @@ def test_every_default_entry_samples_repeatedly():
             study.tell(trial, 0.5)
         if "width" in entry.defaults:
             assert spec["hp"]["width"] in (0.5, 1.0)
+
+
+@pytest.mark.parametrize("rows", [300, 919, 2400, 12_000, 48_000])
+def test_the_step_rule_gives_small_data_more_than_a_handful_of_steps(rows):
+    """1,000 rows at batch 256 would be 4 steps an epoch: the batch shrinks until an epoch makes
+    MIN_STEPS_PER_EPOCH steps; large data keeps the sampled batch."""
+    from pipeline.tune.budget import MIN_STEPS_PER_EPOCH, batch_for_rows
+
+    for sampled in (32, 256, 512):
+        batch = batch_for_rows(sampled, rows)
+        assert batch <= sampled and batch >= 16
+        assert rows / batch >= MIN_STEPS_PER_EPOCH or batch == 16
+        if rows / sampled >= MIN_STEPS_PER_EPOCH:
+            assert batch == sampled
+    assert batch_for_rows(256, 919) == 32 and batch_for_rows(512, 12_000) == 512

@@ -18,6 +18,8 @@ from conftest import ROOT, wait_for
 
 from pipeline import cli
 from pipeline.errors import PipelineError
+from pipeline.records import read_trial
+from pipeline.tune.budget import MIN_STEPS_PER_EPOCH
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +60,10 @@ def test_study_resumes_and_final_stage_writes_everything(demo_small, tmp_path, c
     assert len(study.get_trials()) == 2
     first = {t.number: t.value for t in _complete(study)}
     assert first
+    # the step rule: 384 training rows per trial (80% of 80% of --limit 600) make at least
+    # MIN_STEPS_PER_EPOCH steps an epoch whatever batch the search sampled
+    for t in _complete(study):
+        assert 384 / read_trial(t).settings.batch_size >= MIN_STEPS_PER_EPOCH
 
     tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune_dir / "best.json").read_text())

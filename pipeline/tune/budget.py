@@ -104,6 +104,22 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
     )
 
 
+# A trial's batch is at most its rows over this many steps: an epoch of small data is not a
+# handful of updates. Measured on a 1,437-row competition (919 training rows): the warm start at
+# batch 256 made 4 steps an epoch and reached 0.31 validation accuracy after 15 epochs (60 steps).
+# At 20 a 12,000-row slice keeps every searched batch (512: 23 steps).
+MIN_STEPS_PER_EPOCH = 20
+MIN_BATCH = 16
+
+
+def batch_for_rows(batch_size: int, n_rows: int) -> int:
+    """``batch_size``, halved until an epoch of ``n_rows`` rows makes at least
+    :data:`MIN_STEPS_PER_EPOCH` steps (not below :data:`MIN_BATCH`)."""
+    while batch_size > MIN_BATCH and n_rows / batch_size < MIN_STEPS_PER_EPOCH:
+        batch_size //= 2
+    return batch_size
+
+
 # The cost formula, written once: the search (before each trial), the final fit and --refit
 # (before and during training) all plan with it. A training step is a forward and a backward
 # pass, about three forward passes, so scoring an image costs about a third of training on it.

@@ -23,7 +23,7 @@ from pipeline.data import Dataset
 from pipeline.data.split import Split
 from pipeline.records import TrialRecord, read_trial, write_trial
 from pipeline.training import TrainSettings
-from pipeline.tune.budget import Budget, CostModel, TunePlan
+from pipeline.tune.budget import Budget, CostModel, TunePlan, batch_for_rows
 
 # every trial (a quarter of a short one): batch-norm nets at a high rate need it (see training)
 WARMUP_EPOCHS = 1.0
@@ -101,7 +101,8 @@ class Objective:
         clipped = fits if fits < epochs else None
         settings = TrainSettings(
             optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
-            momentum=spec["momentum"], batch_size=spec["batch_size"], epochs=clipped or epochs,
+            momentum=spec["momentum"], epochs=clipped or epochs,
+            batch_size=batch_for_rows(spec["batch_size"], len(self.data[1])),
             reduce_lr=spec["reduce_lr"], augment=spec["augment"],
             label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
             warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
