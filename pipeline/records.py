@@ -69,6 +69,8 @@ class FlipDecision:
     accuracy_mirrored: float
     rows: int
     how: str  # "measured", or "--flip on/off"
+    # the measured model's validation accuracy with its plain and mirrored predictions averaged
+    accuracy_averaged: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,9 @@ class TuneResult:
     search_seconds: float | None = None
     final_seconds: float | None = None
     estimate: Estimate | None = None
+    # the left-right mirror among the test-time views, and why (pipeline.tune.decide.test_mirror)
+    mirror_at_test: bool | None = None
+    mirror_at_test_why: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def test_ensemble_is_the_mean_of_the_models(demo_small, tmp_path, capsys):
     from pipeline.predict import load_model, predict_proba
 
     ds = load_competition(demo_small)
-    flip = best["flip"]["invariant"]  # mirrored test-time views where the labels allow them
+    flip = best["mirror_at_test"]  # mirrored test-time views where the rule says so
+    assert flip is False or best["flip"]["accuracy_averaged"] > best["flip"]["accuracy_plain"]
     each = [predict_proba(load_model(p), ds.x_test, flip=flip) for p in best["model_paths"]]
     mean = np.mean(each, axis=0)
     saved = np.load(tune_dir / "test_proba.npy")

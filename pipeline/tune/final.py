@@ -37,7 +37,7 @@ from pipeline.records import (
 )
 from pipeline.tune import log
 from pipeline.tune.budget import Budget, TunePlan
-from pipeline.tune.decide import Decisions
+from pipeline.tune.decide import Decisions, test_mirror
 from pipeline.tune.splits import RunSplits
 
 CHECKPOINT = "final-checkpoint"  # under tune/: the final fit's state, every epoch
@@ -66,6 +66,7 @@ class Submitted:
     estimate: Estimate
     holdout_accuracy: float | None  # None when the holdout trained it
     fitted: FinalFitRecord | None = None
+    mirror: tuple[bool, str] = (False, "")  # the mirror among the test-time views, and why
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     log(f"final: estimate of what is submitted {submitted.estimate.text()}"
         + ("" if submitted.holdout_accuracy is not None
            else " (not honest: --refit trained on the holdout)"))  # fmt: skip
+    log(f"final: test-time views {'with' if submitted.mirror[0] else 'without'} the mirror "
+        f"({submitted.mirror[1]})")  # fmt: skip
     path = write_outputs(ctx, decisions, submitted, search_seconds)
     from pipeline.tune.search import print_top
 
@@ -129,12 +132,13 @@ def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     if out is None:
         return None
     model, fitted = out
+    mirror = test_mirror(d.flip, trained_with_mirror=d.flip.invariant)  # the fit adds it so
     t0 = time.monotonic()
-    probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=d.flip.invariant)
+    probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=mirror[0])
     used = round((fitted.predict_used_s or 0) + time.monotonic() - t0, 1)
     fitted = dataclasses.replace(fitted, predict_used_s=used)
     estimate = Estimate.of(fitted.holdout_accuracy, fitted.holdout_rows, "holdout")
-    return Submitted(probs, [best], estimate, fitted.holdout_accuracy, fitted)
+    return Submitted(probs, [best], estimate, fitted.holdout_accuracy, fitted, mirror)
 
 
 def by_refit(ctx: FinalContext, d: Decisions) -> Submitted | None:
@@ -146,10 +150,11 @@ def by_refit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     model = refit_best(ctx.ds, ctx.splits.holdout, best.number, read_trial(best), ctx.budget)
     if model is None:
         return None
-    probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=d.flip.invariant)
+    mirror = test_mirror(d.flip, trained_with_mirror(d.trials[:1]))
+    probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=mirror[0])
     estimate = Estimate.of(d.ensemble_scores.get(1, best.value), len(ctx.splits.search[3]),
                            "validation")  # fmt: skip
-    return Submitted(probs, [best], estimate, None)
+    return Submitted(probs, [best], estimate, None, mirror=mirror)
 
 
 def by_trials(ctx: FinalContext, d: Decisions) -> Submitted:
@@ -158,14 +163,22 @@ def by_trials(ctx: FinalContext, d: Decisions) -> Submitted:
 
     models = [load_model(d.files[t.number][0]) for t in d.trials]
     opts, (x_ho, y_ho) = ctx.opts, ctx.splits.holdout[2:]
+    mirror = test_mirror(d.flip, trained_with_mirror(d.trials))
 
     def average(x):
-        return np.mean([predict_proba(m, x, tta=opts.tta, flip=d.flip.invariant)
+        return np.mean([predict_proba(m, x, tta=opts.tta, flip=mirror[0])
                         for m in models], axis=0)  # fmt: skip
 
     held = float((average(x_ho).argmax(1) == y_ho).mean())
     return Submitted(average(ctx.ds.x_test), d.trials, Estimate.of(held, len(y_ho), "holdout"),
-                     held)  # fmt: skip
+                     held, mirror=mirror)  # fmt: skip
+
+
+def trained_with_mirror(trials: list) -> bool:
+    """True when every one of these trials trained with mirrored images."""
+    from pipeline.training import augment_parts
+
+    return all("flip" in augment_parts(read_trial(t).settings.augment) for t in trials)
 
 
 def write_outputs(ctx: FinalContext, d: Decisions, s: Submitted, search_seconds: float) -> Path:
@@ -188,6 +201,7 @@ def write_outputs(ctx: FinalContext, d: Decisions, s: Submitted, search_seconds:
         options=ctx.opts.to_dict(), flip=d.flip, honest=s.holdout_accuracy is not None,
         search_seconds=round(search_seconds, 1),
         final_seconds=round(ctx.budget.elapsed() - search_seconds, 1), estimate=s.estimate,
+        mirror_at_test=s.mirror[0], mirror_at_test_why=s.mirror[1],
     )  # fmt: skip
     save_json(ctx.tune_dir / "best.json", result)
     ctx.opts.save(ctx.tune_dir / "config.json")

@@ -5,8 +5,10 @@ images, plain and mirrored. It is out of its depth on mirrored images either way
 0.853 plain, 0.664 mirrored), but where the mirror keeps the label most of its skill above chance
 survives (fashion: 75%), and where the mirror turns the image into no class or another one, most
 is lost (scikit-learn's handwritten digits, lenet5_wide / resnet9s: 37% / 32% survive). The
-decision adds the mirror to the final fit's augmentation and to test-time augmentation, or keeps
-it out of both.
+decision adds the mirror to the final fit's augmentation and to its test-time views, or keeps it
+out of both. A model that did not train with mirrored images (a trial's, a ``--refit``'s) is
+mirrored at test time only where averaging its plain and mirrored predictions measured better on
+the validation rows (:func:`pipeline.tune.decide.test_mirror`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def decide_flip(model, x_val: np.ndarray, y_val: np.ndarray, num_classes: int) -
     plain, mirrored = view_probas(model, x_val, [(0, 0, False), (0, 0, True)])
     acc = float((plain.argmax(1) == y_val).mean())
     acc_m = float((mirrored.argmax(1) == y_val).mean())
-    return FlipDecision(is_invariant(acc, acc_m, num_classes), acc, acc_m, len(y_val), "measured")
+    averaged = float(((plain + mirrored).argmax(1) == y_val).mean())
+    return FlipDecision(is_invariant(acc, acc_m, num_classes), acc, acc_m, len(y_val), "measured",
+                        averaged)  # fmt: skip
 
 
 def is_invariant(accuracy: float, mirrored: float, num_classes: int) -> bool:
