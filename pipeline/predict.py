@@ -13,10 +13,15 @@ TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 def load_model(path: Path):
-    """Load a saved ``model.keras``; a missing or damaged file is a one-line error."""
+    """Load a saved ``model.keras`` (or a classical entry's ``.joblib``); a missing or damaged
+    file is a one-line error."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: no such model file; train one with ./run.sh train or tune")
+    from pipeline import classical
+
+    if path.suffix == classical.SUFFIX:
+        return classical.load(path)
     from pipeline.device import configure_runtime
 
     configure_runtime()  # first: TensorFlow's start-up messages are silenced there
@@ -56,14 +61,20 @@ def views(shifts: bool = False, flip: bool = False) -> list[tuple[int, int, bool
 def view_probas(model, x: np.ndarray, which, batch_size: int = 1024) -> list[np.ndarray]:
     """Class probabilities for uint8 images under each view, so that a caller can score plain
     and augmented predictions from one set of passes."""
-    from pipeline.training import make_dataset
+    from pipeline import classical
 
     out = []
     for dy, dx, mirrored in which:
         images = _shift(x, dy, dx)
         if mirrored:
             images = images[:, :, ::-1]
-        ds = make_dataset(np.ascontiguousarray(images), None, 0, batch_size)
+        images = np.ascontiguousarray(images)
+        if classical.is_classical(model):
+            out.append(classical.probabilities(model, images))
+            continue
+        from pipeline.training import make_dataset
+
+        ds = make_dataset(images, None, 0, batch_size)
         out.append(np.asarray(model.predict(ds, verbose=0), dtype=np.float64))
     return out
 

@@ -15,7 +15,11 @@ DEFAULT_MODELS = (
     "resnet9s", "resnet9m", "resnet20",
     "cnn1", "cnn2", "cnn3", "cnn4", "cnn5", "cnn6", "cnn7", "cnn5bn",
     "lenet5", "lenet5_wide", "alexnet", "vgg16", "resnet",
+    "logreg", "svc", "extra_trees",
 )  # fmt: skip
+# a classical entry's searched hyperparameters: (low, high) on a log scale for floats, an integer
+# range otherwise; scikit-learn's default sits inside each
+CLASSICAL_RANGES = {"C": (0.1, 100.0), "min_samples_leaf": (1, 4)}
 # the searched optimizers (of pipeline.training.OPTIMIZERS) and their learning-rate ranges; plain
 # SGD is not searched: SGD-Nesterov is its searched form
 LR_RANGE = {
@@ -76,9 +80,24 @@ def suggest_hp(trial, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
+def suggest_classical(trial, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A classical entry's configuration: its hyperparameters, fit once (no training knobs)."""
+    hp: dict[str, Any] = {}
+    for key, default in defaults.items():
+        lo, hi = CLASSICAL_RANGES.get(key, (default, default))
+        p = f"{name}.{key}"
+        if isinstance(default, float):
+            hp[key] = trial.suggest_float(p, lo, hi, log=True)
+        elif isinstance(default, int):
+            hp[key] = trial.suggest_int(p, lo, hi)
+    return {"model": name, "hp": hp, "classical": True, "epochs": 1}
+
+
 def suggest(trial, models: list[str], entries: dict[str, Any], max_epochs: int) -> dict[str, Any]:
     """One trial's full configuration: model, its hyperparameters, and the training knobs."""
     name = trial.suggest_categorical("model", list(models))
+    if getattr(entries[name], "classical", False):
+        return suggest_classical(trial, name, entries[name].defaults)
     hp = suggest_hp(trial, name, entries[name].defaults)
     optimizer = trial.suggest_categorical("optimizer", list(LR_RANGE))
     lo, hi = LR_RANGE[optimizer]

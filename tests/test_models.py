@@ -51,8 +51,11 @@ FAST = {"resnet9s": 416_194, "resnet9m": 931_818, "resnet20": 273_754}
 
 
 def test_every_entry_has_a_study_count():
-    studied = [m for m in list_models() if get_entry(m).source != "new"]
+    studied = [m for m in list_models() if get_entry(m).source not in ("new", "sklearn")]
     assert sorted(studied) == sorted(STUDY_COUNTS)
+    classical = [m for m in list_models() if get_entry(m).classical]
+    assert sorted(classical) == ["extra_trees", "logreg", "svc"]
+    studied += classical
     assert sorted(set(list_models()) - set(studied)) == sorted(FAST)
 
 
@@ -159,6 +162,7 @@ def test_every_searched_entry_builds_for_rgb_and_other_sizes(shape):
     from pipeline.search_space import DEFAULT_MODELS
 
     families = {get_entry(m).family: m for m in DEFAULT_MODELS}  # a family shares its builder
+    families.pop("classical")  # scikit-learn: flat pixels of any shape (test_tune, test_training)
     for name in families.values():
         import keras
 
@@ -212,3 +216,23 @@ def test_entries_the_final_fit_cannot_train_long_are_left_out_on_cpu(capsys):
     assert choose_models(forced, plan, cost, 12_000, 3_000, ["resnet9m"], full_rows=full) == [
         "resnet9m"
     ]
+
+
+@pytest.mark.parametrize("device", ["CPU", "GPU"])
+def test_a_classical_fit_the_search_cannot_hold_is_left_out_with_its_reason(capsys, device):
+    """An SVC's fit grows as rows squared: timed at 1,000 rows, it is refused on 48,000 (on a
+    GPU machine too: scikit-learn fits on the CPU), while logistic regression is kept."""
+    from pipeline.classical import fit_seconds
+    from pipeline.options import TuneOptions
+    from pipeline.tune.budget import CostModel, make_plan
+    from pipeline.tune.command import choose_models
+
+    opts = TuneOptions(timeout=3600)
+    plan = make_plan(opts, 60_000, device)
+    probe = {"svc": (1.0, 1000), "logreg": (1.0, 1000)}
+    assert fit_seconds("svc", probe["svc"], 48_000, 0) == pytest.approx(48**2)
+    assert fit_seconds("logreg", probe["logreg"], 48_000, 0) == pytest.approx(48)
+    cost = CostModel(1e-9, {"cnn1": 1000}, classical=probe)
+    kept = choose_models(opts, plan, cost, 48_000, 12_000, ["cnn1", "svc", "logreg"])
+    assert kept == ["cnn1", "logreg"]
+    assert "leaving out svc: its fit on 48000 rows would take ~" in capsys.readouterr().out

@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.models.registry import get_entry
 from pipeline.search_space import (
+    CLASSICAL_RANGES,
     DEFAULT_MODELS,
     LR_RANGE,
     WARM_START,
@@ -24,6 +25,13 @@ def test_sampled_configurations_are_in_range_and_clean():
         seen.add(spec["model"])
         assert spec["model"] in models
         assert set(spec["hp"]) <= set(entries[spec["model"]].defaults)
+        if entries[spec["model"]].classical:  # one fit: its own parameters, no training knobs
+            assert spec["epochs"] == 1 and "optimizer" not in spec
+            for key, value in spec["hp"].items():
+                lo, hi = CLASSICAL_RANGES[key]
+                assert lo <= value <= hi
+            study.tell(trial, 0.5)
+            continue
         lo, hi = LR_RANGE[spec["optimizer"]]
         assert lo <= spec["learning_rate"] <= hi
         assert 3 <= spec["epochs"] <= 8

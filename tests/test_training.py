@@ -86,6 +86,23 @@ def test_train_then_predict_end_to_end(demo_small, tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(again), sub)
 
 
+@pytest.mark.slow
+def test_train_then_predict_a_classical_entry(demo_small, tmp_path, capsys):
+    """scikit-learn's SVC through the same commands: one fit, model.joblib, the same submission
+    again from the saved run."""
+    art, subs = tmp_path / "art", tmp_path / "subs"
+    common = ["--data", str(demo_small), "--artifacts", str(art), "--submissions", str(subs)]
+    assert cli.main(["train", "--model", "svc", *common]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    (run,) = list((art / "fashion-mnist" / "runs").iterdir())
+    assert (run / "model.joblib").exists() and not (run / "model.keras").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["val_accuracy"] > 0.7  # 400 rows of the demo
+    again = tmp_path / "again.csv"
+    assert cli.main(["predict", "--run", run.name, "--submission", str(again), *common]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again), pd.read_csv(first))
+
+
 def test_predict_unknown_run_is_one_line(demo_small, tmp_path, capsys):
     code = cli.main(
         ["predict", "--run", "nope", "--data", str(demo_small), "--artifacts", str(tmp_path)]

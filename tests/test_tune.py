@@ -468,3 +468,43 @@ def test_trials_run_in_a_worker_process_and_their_records_come_back(
         )
         assert sorted(t.intermediate_values) == [1]  # epochs reported from the worker
     assert "this process must not train" not in capsys.readouterr().out
+
+
+def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
+    demo_small, tmp_path, capsys
+):
+    """logreg beside a network: one fit, kept as .joblib with its validation probabilities, and
+    averaged with the network's probabilities into what is submitted."""
+    args = _args(demo_small, tmp_path, "--trials", "1", "--pruner", "none", "--search-only")
+    args[args.index("lenet5_wide,cnn1")] = "logreg,cnn1"
+    assert cli.main(args) == 0
+    for model in ("logreg", "cnn1"):  # one of each, whatever the sampler would pick
+        _study(tmp_path).enqueue_trial({"model": model})
+    args[args.index("--trials") + 1] = "2"
+    assert cli.main(args) == 0
+    study = _study(tmp_path)
+    kinds = {t.params["model"] for t in _complete(study)}
+    assert kinds == {"logreg", "cnn1"}, kinds
+    logreg = next(t for t in _complete(study) if t.params["model"] == "logreg")
+    record = read_trial(logreg)
+    assert record.model_path.endswith(".joblib") and os.path.exists(record.model_path)
+    assert record.metrics.epochs_run == 1 and record.metrics.params > 0
+    # scored on the same validation rows as the network: its kept probabilities give its value
+    probs = np.load(record.model_path.replace(".joblib", ".validation.npy"))
+    assert probs.shape == (96, 10)
+
+    args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3")
+    args[args.index("lenet5_wide,cnn1")] = "logreg,cnn1"
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    paths = best["model_paths"]
+    assert {Path(p).suffix for p in paths} == {".joblib", ".keras"}
+    from pipeline.data import load_competition
+    from pipeline.predict import load_model, predict_proba
+
+    ds = load_competition(demo_small)
+    flip = best["mirror_at_test"]
+    mean = np.mean([predict_proba(load_model(p), ds.x_test, flip=flip) for p in paths], axis=0)
+    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), mean, atol=1e-5)

@@ -19,8 +19,11 @@ def models_table(opts: ModelsOptions) -> list[dict[str, Any]]:
         e = get_entry(name)
         shape = tuple(opts.input_shape) if opts.input_shape else e.study_shape
         k = opts.classes or e.study_classes
-        fresh_session()
-        trainable, total = count_params(build_model(name, shape, k))
+        if e.classical:  # its size is known once fitted
+            trainable = total = None
+        else:
+            fresh_session()
+            trainable, total = count_params(build_model(name, shape, k))
         rows.append(
             {
                 "name": name,
@@ -48,15 +51,19 @@ def run(opts: ModelsOptions) -> int:
     if opts.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    head = f"{'name':<16}{'family':<10}{'study':<6}{'shape':<11}{'K':>3}{'params':>13}"
+    head = f"{'name':<16}{'family':<10}{'study':<8}{'shape':<11}{'K':>3}{'params':>13}"
     print(head + f"{'trainable':>13}  recipe")
     for r in rows:
         rc = r["recipe"]
         recipe = f"{rc['optimizer']}({rc['learning_rate']:g}) batch {rc['batch_size']}, "
         recipe += f"{rc['epochs']} epochs" + (", ReduceLROnPlateau" if rc["reduce_lr"] else "")
+        if r["family"] == "classical":
+            recipe = f"{r['description']}; searched: {', '.join(r['hyperparameters'])}"
         shape = "x".join(map(str, r["input_shape"]))
+        sizes = (f"{r['params']:>13,}{r['trainable_params']:>13,}" if r["params"] is not None
+                 else f"{'(fitted)':>13}{'':>13}")  # fmt: skip
         print(
-            f"{r['name']:<16}{r['family']:<10}{r['source']:<6}{shape:<11}{r['classes']:>3}"
-            f"{r['params']:>13,}{r['trainable_params']:>13,}  {recipe}"
+            f"{r['name']:<16}{r['family']:<10}{r['source']:<8}{shape:<11}{r['classes']:>3}"
+            f"{sizes}  {recipe}"
         )
     return 0

@@ -15,20 +15,57 @@ from pipeline.options import TrainOptions
 from pipeline.records import RunRecord, to_dict
 
 
+def run_model_path(run_dir: Path, name: str | None) -> Path:
+    """A run's saved model: ``model.keras``, or ``model.joblib`` for a classical entry."""
+    from pipeline.models.registry import model_suffix
+
+    return run_dir / f"model{model_suffix(name)}"
+
+
+def train_classical(opts: TrainOptions, ds: Dataset) -> tuple[Path, RunRecord]:
+    """A classical entry fit once on the 80% split and scored on the other 20% (which chose
+    nothing: no epochs to pick)."""
+    from pipeline import artifacts, classical
+    from pipeline.data import holdout
+    from pipeline.fsutil import atomic_write_json
+    from pipeline.models import build_model
+    from pipeline.records import save_json
+
+    data = holdout(ds, opts.seed, opts.limit)
+    print(f"train: {opts.model} on {ds.competition} ({len(data[0])} train / {len(data[2])} "
+          f"validation images), one scikit-learn fit", flush=True)  # fmt: skip
+    estimator = build_model(opts.model, ds.image_shape, ds.num_classes)
+    result = classical.fit_classical(estimator, data, ds.num_classes, opts.seed)
+    run_dir = artifacts.runs_dir(opts.artifacts, ds.competition) / artifacts.new_run_id(opts.model)
+    classical.save(result.model, run_model_path(run_dir, opts.model))
+    artifacts.save_history(run_dir / "history.csv", result.history)
+    record = RunRecord(model=opts.model, run_id=run_dir.name, metrics=result.metrics,
+                       validation_rows=len(data[3]))  # fmt: skip
+    save_json(run_dir / "metrics.json", record)
+    atomic_write_json(run_dir / "config.json", {**opts.to_dict(), "layout": ds.layout.to_json()})
+    m = result.metrics
+    print(f"train: {opts.model} validation accuracy {m.val_accuracy:.4f} (loss {m.val_loss:.4f}), "
+          f"{m.seconds:.0f} s, run {run_dir.name}", flush=True)  # fmt: skip
+    return run_dir, record
+
+
 def train_run(opts: TrainOptions, ds: Dataset) -> tuple[Path, RunRecord]:
     """Fit one registry entry on the 80% split; save the run; return (run dir, record)."""
+    from pipeline.models import build_model, get_entry
+
+    name = opts.model
+    entry = get_entry(name)
+    if entry.classical:
+        return train_classical(opts, ds)
     import keras
 
     from pipeline import artifacts
     from pipeline.data import holdout
     from pipeline.device import configure_runtime
     from pipeline.fsutil import atomic_write_json
-    from pipeline.models import build_model, get_entry
     from pipeline.records import save_json
     from pipeline.training import fit, settings_for
 
-    name = opts.model
-    entry = get_entry(name)
     settings = settings_for(
         entry,
         seed=opts.seed,
@@ -93,7 +130,7 @@ def run(opts: TrainOptions) -> int:
 
     ds = load(opts)
     run_dir, record = train_run(opts, ds)
-    probs = predict_proba(load_model(run_dir / "model.keras"), ds.x_test)
+    probs = predict_proba(load_model(run_model_path(run_dir, record.model)), ds.x_test)
     np.save(run_dir / "test_proba.npy", probs)
     meta = {"run_id": run_dir.name, "estimate": to_dict(run_estimate(record, ds))}
     print(write_predictions(ds, probs, record.model, meta, opts.submissions, opts.submission))

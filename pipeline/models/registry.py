@@ -44,6 +44,11 @@ class Entry:
     defaults: dict[str, Any] = field(default_factory=dict)  # the exposed hyperparameters
     resize_to: tuple[int, int] | None = None  # designed for this H,W: resized inside the model
     description: str = ""
+    kind: str = "keras"  # or "classical": a scikit-learn estimator (pipeline.models.classical)
+
+    @property
+    def classical(self) -> bool:
+        return self.kind == "classical"
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -59,6 +64,7 @@ def register(
     recipe: Recipe,
     defaults: dict[str, Any] | None = None,
     resize_to: tuple[int, int] | None = None,
+    kind: str = "keras",
 ):
     """Register a builder under ``name`` with its study recipe and exposed hyperparameters."""
 
@@ -76,6 +82,7 @@ def register(
             defaults=dict(defaults or {}),
             resize_to=resize_to,
             description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+            kind=kind,
         )
         return fn
 
@@ -87,6 +94,7 @@ def _load_families() -> None:
     from pipeline.models import (  # noqa: F401
         alexnet,
         cifar,
+        classical,
         cnn,
         fast,
         inception,
@@ -107,6 +115,20 @@ def get_entry(name: str) -> Entry:
         ) from None
 
 
+def model_suffix(name: str | None) -> str:
+    """The file suffix of entry ``name``'s saved models: ``.joblib`` for a classical entry, else
+    (an unknown name too) ``.keras``."""
+    try:
+        return ".joblib" if name and get_entry(name).classical else ".keras"
+    except PipelineError:
+        return ".keras"
+
+
+def trial_file(number: int, name: str | None) -> str:
+    """The file name of trial ``number``'s kept model of entry ``name``."""
+    return f"trial-{number}{model_suffix(name)}"
+
+
 def list_models() -> list[str]:
     """Every registered entry name, in registration order."""
     _load_families()
@@ -114,7 +136,8 @@ def list_models() -> list[str]:
 
 
 def build_model(name: str, input_shape, num_classes: int, **hp: Any):
-    """Build entry ``name`` for the data's native ``input_shape``; ``hp`` overrides its defaults."""
+    """Build entry ``name`` for the data's native ``input_shape``; ``hp`` overrides its defaults
+    (a Keras model, or for a classical entry an unfitted scikit-learn estimator)."""
     entry = get_entry(name)
     unknown = set(hp) - set(entry.defaults)
     if unknown:
@@ -123,6 +146,8 @@ def build_model(name: str, input_shape, num_classes: int, **hp: Any):
             f"it exposes {sorted(entry.defaults)}"
         )
     params = {**entry.defaults, **hp}
+    if entry.classical:  # scikit-learn: no TensorFlow
+        return entry.builder(tuple(input_shape), int(num_classes), **params)
     from pipeline.device import configure_runtime
 
     configure_runtime()  # TensorFlow imported quietly, once, before any builder imports Keras

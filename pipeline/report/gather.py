@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.artifacts import history_frame
 from pipeline.errors import PipelineError
+from pipeline.models.registry import model_suffix, trial_file
 from pipeline.records import RunRecord, TuneResult, from_dict, load_json, read_trial
 from pipeline.training import FitMetrics, TrainSettings
 
@@ -103,7 +104,7 @@ def run_entries(comp_dir: Path, run_id: str | None = None) -> list[ReportEntry]:
                 metrics=_metrics(record.metrics),
                 settings=from_dict(TrainSettings, settings) if settings else None,
                 history=hist.drop(columns=["epoch"], errors="ignore"),
-                model_path=d / "model.keras",
+                model_path=d / f"model{model_suffix(record.model)}",
                 seed=cfg.get("seed", 42),
                 limit=cfg.get("limit"),
             )
@@ -135,7 +136,7 @@ def trial_entries(study, seed: int, limit: int | None, models_dir: Path) -> list
                 metrics=metrics,
                 settings=r.settings,
                 history=history_frame(r.history).drop(columns=["epoch"], errors="ignore"),
-                model_path=_trial_model(r.model_path, models_dir / f"trial-{t.number}.keras"),
+                model_path=_trial_model(r.model_path, models_dir / trial_file(t.number, r.model)),
                 seed=seed,
                 limit=limit,
             )

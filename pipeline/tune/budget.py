@@ -149,14 +149,21 @@ class CostModel:
     """Seconds per training image per multiply-accumulate on this machine, and each entry's
     MACs at the data's real shape: the time of an epoch of any entry before it runs. Entries
     that cannot be built for that shape are in ``problems`` with the reason; on a GPU, those
-    that cannot take its settings (mixed precision) in ``gpu_problems``."""
+    that cannot take its settings (mixed precision) in ``gpu_problems``. A classical entry has
+    no MACs: its one timed small fit, ``(seconds, rows)``, is in ``classical``."""
 
     seconds_per_image_per_mac: float
     macs: dict[str, int]
     problems: dict[str, str] = field(default_factory=dict)
     gpu_problems: dict[str, str] = field(default_factory=dict)
+    classical: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def epoch_seconds(self, name: str, n_train: int, n_val: int) -> float:
+        """Seconds of one epoch of a network; of the one fit (and scoring) of a classical entry."""
+        if name in self.classical:
+            from pipeline.classical import fit_seconds
+
+            return fit_seconds(name, self.classical[name], n_train, n_val)
         return epoch_seconds(self.seconds_per_image_per_mac * self.macs[name], n_train, n_val)
 
 
@@ -170,7 +177,7 @@ def measure_machine(ds, models: list[str], cache: Path) -> tuple[dict, CostModel
     if runtime["device"] == "GPU":
         bad = {m: gpu_problem(m, ds.image_shape, ds.num_classes) for m in cost.macs}
         cost = CostModel(cost.seconds_per_image_per_mac, cost.macs, cost.problems,
-                         {m: why for m, why in bad.items() if why})  # fmt: skip
+                         {m: why for m, why in bad.items() if why}, cost.classical)  # fmt: skip
     return runtime, cost
 
 
@@ -222,10 +229,16 @@ def entry_macs(name: str, ds) -> int:
 def cost_model(ds, models: list[str], cache: Path) -> CostModel:
     """The cost model for ``models`` on this data; an entry that cannot be built for the data's
     shape (too small for its pooling, say) is recorded with its reason, not measured."""
-    macs, problems = {}, {}
+    from pipeline.classical import probe_seconds
+    from pipeline.models import get_entry
+
+    macs, problems, classical = {}, {}, {}
     for m in models:
         try:
-            macs[m] = entry_macs(m, ds)
+            if get_entry(m).classical:
+                classical[m] = probe_seconds(m, ds.x_train, ds.y_train, ds.num_classes)
+            else:
+                macs[m] = entry_macs(m, ds)
         except Exception as exc:  # noqa: BLE001 - any failure to build is the reason
             problems[m] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
-    return CostModel(measure_cost(ds, cache), macs, problems)
+    return CostModel(measure_cost(ds, cache), macs, problems, classical=classical)

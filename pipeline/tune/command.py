@@ -30,18 +30,26 @@ def choose_models(
     for m, reason in cost.problems.items():
         log(f"leaving out {m}: it cannot be built for {h}x{w}x{c} images ({reason})")
     models = [m for m in models if m not in cost.problems]
+    share = (plan.timeout - plan.reserve) / 4
+    if not opts.models:  # a classical fit runs on the CPU, on a GPU machine too
+        fits = {m: cost.epoch_seconds(m, n_train, n_val) for m in models if m in cost.classical}
+        for m in [m for m, s in fits.items() if s > share]:
+            log(
+                f"leaving out {m}: its fit on {n_train} rows would take ~{fits[m]:.0f} s, more "
+                f"than a quarter of the search's {4 * share:.0f} s (--models to force)"
+            )
+            models.remove(m)
     if plan.device == "GPU":
         for m, reason in cost.gpu_problems.items():
             log(f"GPU: leaving out {m} ({reason})")
         return [m for m in models if m not in cost.gpu_problems]
     if opts.models:
         return list(models)
-    share = (plan.timeout - plan.reserve) / 4
     slow = [m for m in models if cost.epoch_seconds(m, n_train, n_val) > share]
     if slow:
         log(
             f"CPU only: leaving out {', '.join(slow)} (one epoch would take more than "
-            f"a quarter of the {plan.timeout:.0f} s budget; --models to force)"
+            f"a quarter of the search's {4 * share:.0f} s; --models to force)"
         )
     models = [m for m in models if m not in slow]
     if plan.final_fit and full_rows:
@@ -50,7 +58,8 @@ def choose_models(
         n_full, n_hold = full_rows
         heavy = [
             m for m in models
-            if plan.reserve / cost.epoch_seconds(m, n_full, n_hold) < MIN_FINAL_EPOCHS
+            if m in cost.macs  # a classical entry is not final-fitted: its trial is what it is
+            and plan.reserve / cost.epoch_seconds(m, n_full, n_hold) < MIN_FINAL_EPOCHS
         ]  # fmt: skip
         if heavy and len(heavy) < len(models):
             log(

@@ -148,7 +148,11 @@ def flip_decision(flag: str, model_path: Path, x_val, y_val, k: int) -> FlipDeci
         f"final: left-right mirror {'keeps' if decision.invariant else 'changes'} the labels "
         f"(the chosen trial's model: {decision.accuracy_plain:.4f} plain, "
         f"{decision.accuracy_mirrored:.4f} mirrored on {decision.rows} validation images); "
-        f"{'mirror in training and at test time' if decision.invariant else 'no mirror'}"
+        + (
+            "the mirror may join training and the test-time views"
+            if decision.invariant
+            else "no mirror"
+        )  # fmt: skip
     )
     return decision
 

@@ -122,17 +122,23 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
 
 def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     """The chosen configuration trained on the whole training split; None without time."""
+    from pipeline.models import get_entry
     from pipeline.predict import predict_proba
-    from pipeline.tune.refit import FinalFitJob, final_fit
+    from pipeline.tune.refit import FinalFitJob, final_fit, final_fit_classical
 
     best = d.trials[0]
     job = FinalFitJob(best.number, read_trial(best), d.flip, ctx.tune_dir, ctx.opts.seed,
                       ctx.opts.final_max_epochs, ctx.opts.tta, d.files[best.number][0])  # fmt: skip
-    out = final_fit(job, ctx.ds, ctx.splits.holdout, ctx.budget, ctx.store, ctx.study)
+    if get_entry(job.trial.model).classical:  # fit once on the whole split, no epochs
+        mirror = test_mirror(d.flip, trained_with_mirror=False)
+        out = final_fit_classical(job, ctx.ds, ctx.splits.holdout, ctx.budget, mirror[0],
+                                  len(ctx.splits.search[1]))  # fmt: skip
+    else:
+        mirror = test_mirror(d.flip, trained_with_mirror=d.flip.invariant)  # the fit adds it so
+        out = final_fit(job, ctx.ds, ctx.splits.holdout, ctx.budget, ctx.store, ctx.study)
     if out is None:
         return None
     model, fitted = out
-    mirror = test_mirror(d.flip, trained_with_mirror=d.flip.invariant)  # the fit adds it so
     t0 = time.monotonic()
     probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=mirror[0])
     used = round((fitted.predict_used_s or 0) + time.monotonic() - t0, 1)
@@ -143,10 +149,14 @@ def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
 
 def by_refit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     """The chosen configuration retrained on every labelled row; None without time."""
+    from pipeline.models import get_entry
     from pipeline.predict import predict_proba
     from pipeline.tune.refit import refit_best
 
     best = d.trials[0]
+    if get_entry(read_trial(best).model).classical:
+        log("final: --refit trains networks only: the classical trial's own model is submitted")
+        return None
     model = refit_best(ctx.ds, ctx.splits.holdout, best.number, read_trial(best), ctx.budget)
     if model is None:
         return None

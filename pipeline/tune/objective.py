@@ -21,6 +21,8 @@ import numpy as np
 
 from pipeline.data import Dataset
 from pipeline.data.split import Split
+from pipeline.models.classical import FIT_ONCE as CLASSICAL_RECIPE
+from pipeline.models.registry import trial_file
 from pipeline.records import TrialRecord, read_trial, write_trial
 from pipeline.training import TrainSettings
 from pipeline.tune.budget import Budget, CostModel, TunePlan, batch_for_rows
@@ -99,6 +101,8 @@ class Objective:
             write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
             raise optuna.TrialPruned(reason)
         clipped = fits if fits < epochs else None
+        if spec.get("classical"):
+            return self.classical_job(trial, spec)
         settings = TrainSettings(
             optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
             momentum=spec["momentum"], epochs=clipped or epochs,
@@ -110,6 +114,15 @@ class Objective:
         write_trial(trial, TrialRecord(model=name, hp=spec["hp"], settings=settings,
                                        epochs_clipped_to=clipped))  # fmt: skip
         return Job(trial.number, name, spec["hp"], settings, self.budget.search_deadline - 5)
+
+    def classical_job(self, trial, spec: dict) -> Job:
+        """A classical entry's trial: one fit, its recipe's settings (no optimizer, no epochs)."""
+        r = CLASSICAL_RECIPE
+        settings = TrainSettings(r.optimizer, r.learning_rate, r.momentum, r.batch_size, r.epochs,
+                                 r.reduce_lr, seed=self.seed + trial.number)  # fmt: skip
+        write_trial(trial, TrialRecord(model=spec["model"], hp=spec["hp"], settings=settings))
+        return Job(trial.number, spec["model"], spec["hp"], settings,
+                   self.budget.search_deadline - 5)  # fmt: skip
 
     def train(self, trial, job: Job) -> TrialRecord:
         report = epoch_reporter(trial)
@@ -143,9 +156,11 @@ def train_trial(job: Job, ds: Dataset, data: Split, models_dir: Path, report: Re
 
     from pipeline import callbacks
     from pipeline.device import fresh_session
-    from pipeline.models import build_model
+    from pipeline.models import build_model, get_entry
     from pipeline.training import fit
 
+    if get_entry(job.model).classical:
+        return train_classical(job, ds, data, models_dir)
     fresh_session()  # frees the last trial's models and graphs (gc included)
     model = build_model(job.model, ds.image_shape, ds.num_classes, **job.hp)
     try:
@@ -158,16 +173,32 @@ def train_trial(job: Job, ds: Dataset, data: Split, models_dir: Path, report: Re
     return TrialRecord(metrics=result.metrics, history=result.history, model_path=str(path))
 
 
+def train_classical(job: Job, ds: Dataset, data: Split, models_dir: Path) -> TrialRecord:
+    """Fit and keep a classical entry's trial (one fit: nothing for the pruner to judge)."""
+    from pipeline.classical import fit_classical
+    from pipeline.models import build_model
+
+    estimator = build_model(job.model, ds.image_shape, ds.num_classes, **job.hp)
+    result = fit_classical(estimator, data, ds.num_classes, job.settings.seed)
+    path = keep(job.number, result.model, result.history, data, models_dir)
+    return TrialRecord(metrics=result.metrics, history=result.history, model_path=str(path))
+
+
 def keep(number: int, model, history, data: Split, models_dir: Path) -> Path:
     """Save a trial's model, its validation probabilities (the final stage scores ensembles
     from them without predicting again) and its history; returns the model's path."""
+    from pipeline import classical
     from pipeline.artifacts import save_history, save_model
     from pipeline.predict import predict_proba
 
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    path = models_dir / f"trial-{number}.keras"
-    save_model(model, path)
+    if classical.is_classical(model):
+        path = models_dir / f"trial-{number}{classical.SUFFIX}"
+        classical.save(model, path)
+    else:
+        path = models_dir / f"trial-{number}.keras"
+        save_model(model, path)
     np.save(validation_probs_path(path), predict_proba(model, data[2]))
     save_history(history_path(path), history)
     return path
@@ -188,20 +219,29 @@ def upload_kept(store, trial, record: TrialRecord) -> TrialRecord:
     )
 
 
+MODEL_SUFFIXES = (".keras", ".joblib")  # a network's, a classical entry's
+
+
+def _beside(model_path: str | Path, suffix: str) -> Path:
+    p = Path(model_path)
+    stem = p.name
+    for s in MODEL_SUFFIXES:
+        stem = stem.removesuffix(s)
+    return p.with_name(stem + suffix)
+
+
 def validation_probs_path(model_path: str | Path) -> Path:
     """Where a kept trial model's validation probabilities are (beside the model)."""
-    p = Path(model_path)
-    return p.with_name(p.name.removesuffix(".keras") + ".validation.npy")
+    return _beside(model_path, ".validation.npy")
 
 
 def history_path(model_path: str | Path) -> Path:
-    p = Path(model_path)
-    return p.with_name(p.name.removesuffix(".keras") + ".history.csv")
+    return _beside(model_path, ".history.csv")
 
 
 def kept_files(model_path: Path) -> list[Path]:
     """Every file kept beside a trial's model (those of older runs too)."""
-    old = model_path.with_name(model_path.name.removesuffix(".keras") + ".holdout.npy")
+    old = _beside(model_path, ".holdout.npy")
     return [model_path, validation_probs_path(model_path), history_path(model_path), old]
 
 
@@ -212,7 +252,7 @@ def trial_files(trial, models_dir: Path, store=None) -> tuple[Path | None, Path 
     from pipeline.tune import store as st
 
     r = read_trial(trial)
-    local = Path(models_dir) / f"trial-{trial.number}.keras"
+    local = Path(models_dir) / trial_file(trial.number, r.model)
     if r.model_artifact and store is not None:
         model = st.fetch(store, r.model_artifact, local)
         probs = validation_probs_path(local)

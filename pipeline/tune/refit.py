@@ -215,3 +215,41 @@ def refit_best(ds: Dataset, split: Split, trial_number: int, trial: TrialRecord,
     # the holdout is inside the training rows now: keep the last epoch, not the "best" one
     data = (x, y, x[:check], y[:check])
     return fit(model, settings, data, ds.num_classes, verbose=0, keep_best=False).model
+
+
+def final_fit_classical(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
+                        mirror: bool, n_trial: int):  # fmt: skip
+    """A classical entry fit once on the whole training split and scored on the whole holdout
+    (which chose nothing), when its trial's fit time, scaled to these rows, fits in the time
+    left; (model, record), or None."""
+    from pipeline import classical
+    from pipeline.models import build_model
+    from pipeline.predict import view_probas, views
+
+    m = job.trial.metrics
+    need = classical.fit_seconds(job.trial.model, (m.seconds, n_trial), len(split[1]),
+                                 len(split[3]) + len(ds.x_test))  # fmt: skip
+    if need > 0.8 * budget.left():
+        log(f"final: no final fit of {job.trial.model}: ~{need:.0f} s on {len(split[1])} rows, "
+            f"{budget.left():.0f} s left; its trial's model is submitted")  # fmt: skip
+        return None
+    estimator = build_model(job.trial.model, ds.image_shape, ds.num_classes, **job.trial.hp)
+    result = classical.fit_classical(estimator, split, ds.num_classes, job.seed)
+    path = job.tune_dir / "models" / f"final{classical.SUFFIX}"
+    classical.save(result.model, path)
+    which = views(job.tta, mirror)
+    passes = view_probas(result.model, split[2], which)
+    acc_plain = float((passes[0].argmax(1) == split[3]).mean())
+    acc = float((np.mean(passes, axis=0).argmax(1) == split[3]).mean())
+    log(
+        f"final: {job.trial.model} fit once on {len(split[1])} rows in "
+        f"{result.metrics.seconds:.0f} s: holdout accuracy {acc_plain:.4f}, with the test-time "
+        f"views ({len(which)}) {acc:.4f}"
+    )
+    record = FinalFitRecord(
+        trial=job.trial_number, model=job.trial.model, epochs_run=1, best_epoch=1,
+        seconds=result.metrics.seconds, train_rows=len(split[1]), holdout_rows=len(split[3]),
+        holdout_accuracy_plain=acc_plain, holdout_accuracy_tta=acc, holdout_accuracy=acc,
+        tta=job.tta, model_path=str(path), settings=job.trial.settings, flip=mirror,
+    )  # fmt: skip
+    return result.model, record

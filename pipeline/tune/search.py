@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.fsutil import atomic_write_text
+from pipeline.models.classical import FIT_ONCE as CLASSICAL_RECIPE
+from pipeline.models.registry import trial_file
 from pipeline.records import read_trial
 from pipeline.tune import log
 from pipeline.tune.decide import MARGIN, completed, is_warm_start, warm_start_trial
@@ -75,6 +77,8 @@ class Progress:
             if s
             else "(not started)"
         )
+        if s and s.optimizer == CLASSICAL_RECIPE.optimizer:  # scikit-learn: its own parameters
+            key = "one fit " + ", ".join(f"{k}={v:.3g}" for k, v in r.hp.items())
         try:
             best = f"{study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
@@ -141,7 +145,7 @@ def prune_saved_models(study, keep: int, models_dir: Path, store=None) -> None:
     for t in completed(study)[keep:]:
         r = read_trial(t)
         for path in {Path(r.model_path) if r.model_path else None,
-                     Path(models_dir) / f"trial-{t.number}.keras"} - {None}:  # fmt: skip
+                     Path(models_dir) / trial_file(t.number, r.model)} - {None}:  # fmt: skip
             for f in kept_files(path):
                 f.unlink(missing_ok=True)
         for artifact in (r.model_artifact, r.validation_artifact, r.history_artifact):
