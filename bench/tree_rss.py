@@ -55,17 +55,12 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--csv", type=Path, help="write every sample here")
-    ap.add_argument("--every", type=float, default=1.0, help="seconds between samples")
-    ap.add_argument("command", nargs=argparse.REMAINDER)
-    a = ap.parse_args()
-    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
-    if not cmd:
-        ap.error("give the command after --")
+def sample_tree(cmd: list[str], every: float = 1.0, **popen):
+    """Run ``cmd`` (``popen``: subprocess.Popen's keywords), sampling its tree every ``every``
+    seconds: (exit code, wall seconds, samples (seconds, tree KiB, processes, largest KiB),
+    peak KiB by pid, high-water mark KiB by pid)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, **popen)
     samples, peak_each, hwm = [], {}, {}
     while proc.poll() is None:
         pids = descendants(proc.pid)
@@ -78,8 +73,20 @@ def main() -> None:
         for p, s in rss.items():
             peak_each[p] = max(peak_each.get(p, 0), s.get("VmRSS", 0))
             hwm[p] = max(hwm.get(p, 0), s.get("VmHWM", 0))
-        time.sleep(a.every)
-    wall = time.monotonic() - t0
+        time.sleep(every)
+    return proc.returncode, time.monotonic() - t0, samples, peak_each, hwm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--csv", type=Path, help="write every sample here")
+    ap.add_argument("--every", type=float, default=1.0, help="seconds between samples")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not cmd:
+        ap.error("give the command after --")
+    code, wall, samples, peak_each, hwm = sample_tree(cmd, a.every)
     if a.csv:
         with a.csv.open("w", newline="") as fh:
             out = csv.writer(fh)
@@ -87,14 +94,14 @@ def main() -> None:
             out.writerows(samples)
     peak = max(samples, key=lambda s: s[1], default=(0, 0, 0, 0))
     print(f"\ncommand: {' '.join(cmd)}", file=sys.stderr)
-    print(f"exit {proc.returncode}, {wall:.0f} s, {len(samples)} samples", file=sys.stderr)
+    print(f"exit {code}, {wall:.0f} s, {len(samples)} samples", file=sys.stderr)
     print(f"peak of the tree: {peak[1] / 1024:.0f} MiB at {peak[0]:.0f} s "
           f"({peak[2]} processes)", file=sys.stderr)  # fmt: skip
     big = sorted(peak_each, key=peak_each.get, reverse=True)[:4]
     for p in big:
         print(f"  pid {p}: peak RSS {peak_each[p] / 1024:.0f} MiB (high-water mark "
               f"{hwm[p] / 1024:.0f} MiB)", file=sys.stderr)  # fmt: skip
-    sys.exit(proc.returncode)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
