@@ -141,8 +141,8 @@ def _tune_flags(p) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help=f"2-3 minute smoke run: {q['trials']} trials, {q['max_epochs']} epochs, "
-        f"{q['limit']} rows, {q['timeout']:g} s",
+        help=f"2-3 minute smoke run: {q['limit']} rows, up to {q['max_epochs']} epochs per "
+        f"trial, {q['timeout']:g} s",
     )
     p.add_argument("--models", type=_names, help="comma-separated registry names to search over")
     p.add_argument(

@@ -126,11 +126,12 @@ class TuneOptions(Options):
     no_report: bool = False
     isolate: str = "process"  # trials in a child process (memory), or "none": in this one
 
-    # ``--quick``: a 2-3 minute smoke run; these replace the defaults of flags not given
+    # ``--quick``: a 2-3 minute smoke run; these replace the defaults of flags not given. No
+    # trial cap: the 150 s decide. With 3 trials of 2 epochs it stopped at 76 s of 150 and scored
+    # 0.68 on a 28x28 digits competition (the warm start at 2 epochs: 0.34).
     QUICK: ClassVar[dict[str, Any]] = {
         "timeout": 150.0,
-        "trials": 3,
-        "max_epochs": 2,
+        "max_epochs": 8,
         "limit": 3000,
     }
 
