@@ -125,6 +125,12 @@ def _predict_flags(p) -> None:
     p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
 
 
+def _kfold(value: str) -> str:
+    if value in ("auto", "off") or (value.isdigit() and int(value) >= 2):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: auto, off or a number of folds >= 2")
+
+
 def _tune_flags(p) -> None:
     """tune: the search, its budget and its storage."""
     t = o.TuneOptions
@@ -189,6 +195,13 @@ def _tune_final_flags(p) -> None:
         choices=["auto", "on", "off"],
         help="train the best configuration on the whole split at the end "
         "(default auto: when trials used a slice)",
+    )
+    p.add_argument(
+        "--kfold",
+        type=_kfold,
+        help="small data: train the best configuration on k folds of every labelled row, "
+        "estimate out-of-fold (default auto: 5 folds up to 15,000 labelled rows without a final "
+        "fit; off; or k)",
     )
     p.add_argument(
         "--final-max-epochs",

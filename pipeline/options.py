@@ -118,6 +118,7 @@ class TuneOptions(Options):
     refit: bool = False
     search_rows: int | str = "auto"  # 0: all rows
     final_fit: str = "auto"
+    kfold: str = "auto"  # small data: train k folds of every labelled row (auto, off, or k)
     final_max_epochs: int | None = None  # None: as many as the budget holds
     final_trial: int | None = None  # None: the best trial's configuration
     flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off

@@ -129,6 +129,20 @@ class FinalFitRecord:
 
 
 @dataclass(frozen=True)
+class FoldsRecord:
+    """What the k-fold final stage trained and measured (pipeline.tune.kfold)."""
+
+    k: int
+    trial: int
+    model: str
+    rows: int  # labelled rows: each is out-of-fold once
+    out_of_fold_accuracy: float
+    fold_accuracies: list[float]
+    epochs: list[int]  # per fold (1 for a classical entry)
+    seconds: float
+
+
+@dataclass(frozen=True)
 class TuneResult:
     """What the tune command submitted and why (``tune/best.json``)."""
 
@@ -158,6 +172,7 @@ class TuneResult:
     # the left-right mirror among the test-time views, and why (pipeline.tune.decide.test_mirror)
     mirror_at_test: bool | None = None
     mirror_at_test_why: str | None = None
+    kfold: FoldsRecord | None = None  # the k-fold final stage, where it trained what is submitted
 
 
 # ---------------------------------------------------------------------------------------------

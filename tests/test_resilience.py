@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # trials on a slice, then a final fit of up to 8 short epochs (the one killed and resumed)
 FINAL = ["--models", "lenet5_wide", "--trials", "1", "--max-epochs", "1", "--limit", "2000",
          "--search-rows", "480", "--final-fit", "on", "--final-max-epochs", "8",
-         "--timeout", "400", "--pruner", "none", "--no-report"]  # fmt: skip
+         "--timeout", "400", "--pruner", "none", "--no-report", "--kfold", "off"]  # fmt: skip
 
 
 def _args(demo_small, tmp_path, *extra):
@@ -97,7 +97,7 @@ def test_sigterm_finishes_the_batch_saves_and_exits_143(demo_small, tmp_path):
 # A hostile machine: one line (exit 2) or a clean recovery, never a traceback or a half file
 
 SMALL = ["--models", "lenet5_wide", "--trials", "1", "--max-epochs", "1", "--limit", "600",
-         "--timeout", "300", "--pruner", "none", "--no-report"]  # fmt: skip
+         "--timeout", "300", "--pruner", "none", "--no-report", "--kfold", "off"]  # fmt: skip
 
 
 def _one_line(code, err, pattern):

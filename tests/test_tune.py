@@ -23,7 +23,7 @@ from pipeline.tune.budget import MIN_STEPS_PER_EPOCH
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
+SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300", "--kfold", "off",
          "--no-report"]  # fmt: skip
 
 
@@ -508,3 +508,33 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
     flip = best["mirror_at_test"]
     mean = np.mean([predict_proba(load_model(p), ds.x_test, flip=flip) for p in paths], axis=0)
     np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), mean, atol=1e-5)
+
+
+@pytest.mark.parametrize("models", ["logreg", "cnn1"])
+def test_the_kfold_final_stage_trains_on_every_labelled_row_and_scores_out_of_fold(
+    demo_small, tmp_path, capsys, models
+):
+    """--limit 600 on small data: 3 folds of all 600 labelled rows (the holdout's 120 included),
+    every row predicted once by the fold that did not train on it, the estimate on all 600."""
+    args = _args(demo_small, tmp_path, "--trials", "1", "--kfold", "3", "--final-max-epochs", "2")
+    args[args.index("lenet5_wide,cnn1")] = models
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "on 3 folds of all 600 labelled rows" in out
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    folds = best["kfold"]
+    assert folds["k"] == 3 and folds["rows"] == 600 and len(folds["fold_accuracies"]) == 3
+    estimate = best["estimate"]
+    assert estimate["scored_on"] == "out-of-fold" and estimate["rows"] == 600
+    assert estimate["accuracy"] == pytest.approx(folds["out_of_fold_accuracy"], abs=1e-4)
+    oof = np.load(tune_dir / "kfold_oof.npy")
+    # every labelled row predicted exactly once (a row no fold left out would be all zeros)
+    assert oof.shape == (600, 10)
+    np.testing.assert_allclose(oof.sum(1), 1.0, atol=1e-4)
+    # the mean of the fold accuracies is the out-of-fold accuracy (folds of 200 rows each)
+    assert np.mean(folds["fold_accuracies"]) == pytest.approx(folds["out_of_fold_accuracy"],
+                                                              abs=2e-3)  # fmt: skip
+    assert best["options"]["kfold"] == "3" and best["honest"]
+    sub_path = out.strip().splitlines()[-1]
+    assert sub_path.endswith("-3fold.csv") and len(pd.read_csv(sub_path)) == 200

@@ -17,6 +17,10 @@ from pathlib import Path
 from pipeline.fsutil import atomic_write_json
 from pipeline.options import TuneOptions
 
+# of the budget, kept for the k folds (pipeline.tune.kfold): k fits of ~1.25x a trial's rows
+# each. A starting point, not yet measured against other shares (bench/suite.py will).
+KFOLD_SHARE = 0.5
+
 FINAL_RESERVE = 60.0  # seconds kept for predicting and writing, beyond any refit
 EXIT_MARGIN = 30.0  # seconds of the budget left for process start-up and exit
 # Multi-fidelity on CPU: trials train on a stratified slice of the training split (and are scored
@@ -74,6 +78,7 @@ class TunePlan:
     max_epochs: int  # per trial
     reserve: float  # seconds of the budget kept for the final stage
     keep: int  # trial models kept on disk
+    kfold: int = 0  # folds of every labelled row the final stage trains (0: none)
 
 
 def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
@@ -93,6 +98,9 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
     if final and not opts.search_only:
         reserve = max(FINAL_RESERVE, FINAL_SHARE * opts.timeout)
     keep = KEEP_MODELS if opts.ensemble == "auto" else max(KEEP_MODELS, int(opts.ensemble))
+    kfold = kfold_plan(opts, n_train / 0.8, final)
+    if kfold and not opts.search_only:
+        reserve = max(FINAL_RESERVE, KFOLD_SHARE * opts.timeout)
     return TunePlan(
         device=device,
         timeout=opts.timeout,
@@ -101,7 +109,20 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
         max_epochs=max_epochs,
         reserve=reserve,
         keep=keep,
+        kfold=kfold,
     )
+
+
+def kfold_plan(opts: TuneOptions, n_labelled: float, final_fit: bool) -> int:
+    """Folds for the final stage: ``--kfold k``; ``auto``: KFOLD on data up to KFOLD_MAX_ROWS
+    labelled rows when no final fit or ``--refit`` trains instead; 0: none."""
+    from pipeline.tune.kfold import KFOLD, KFOLD_MAX_ROWS
+
+    if opts.kfold == "off" or opts.refit:
+        return 0
+    if opts.kfold != "auto":
+        return int(opts.kfold)
+    return KFOLD if not final_fit and n_labelled <= KFOLD_MAX_ROWS else 0
 
 
 # A trial's batch is at most its rows over this many steps: an epoch of small data is not a

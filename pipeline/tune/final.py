@@ -29,6 +29,7 @@ from pipeline.records import (
     Estimate,
     FinalFitRecord,
     FlipDecision,
+    FoldsRecord,
     TuneResult,
     load_json,
     read_trial,
@@ -67,6 +68,7 @@ class Submitted:
     holdout_accuracy: float | None  # None when the holdout trained it
     fitted: FinalFitRecord | None = None
     mirror: tuple[bool, str] = (False, "")  # the mirror among the test-time views, and why
+    folds: FoldsRecord | None = None  # the k-fold stage's record, where it ran
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,13 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
         submitted = by_final_fit(ctx, decisions)
     elif opts.refit:
         submitted = by_refit(ctx, decisions)
+    elif plan.kfold:
+        from pipeline.tune.kfold import by_kfold
+
+        submitted = by_kfold(ctx, decisions, plan.kfold)
     submitted = submitted or by_trials(ctx, decisions)
     log(f"final: estimate of what is submitted {submitted.estimate.text()}"
-        + ("" if submitted.holdout_accuracy is not None
+        + ("" if submitted.estimate.scored_on != "validation"
            else " (not honest: --refit trained on the holdout)"))  # fmt: skip
     log(f"final: test-time views {'with' if submitted.mirror[0] else 'without'} the mirror "
         f"({submitted.mirror[1]})")  # fmt: skip
@@ -198,7 +204,7 @@ def write_outputs(ctx: FinalContext, d: Decisions, s: Submitted, search_seconds:
     first, record = s.trials[0], read_trial(s.trials[0])
     names = "+".join(read_trial(t).model or "?" for t in s.trials)
     label = f"tune-{names}" if len(s.trials) > 1 else f"tune-{names}-t{first.number}"
-    label += "-full" if s.fitted else ""
+    label += "-full" if s.fitted else f"-{s.folds.k}fold" if s.folds else ""
     np.save(ctx.tune_dir / "test_proba.npy", s.test_probs)
     result = TuneResult(
         study=ctx.study.study_name, trial=first.number, ensemble=[t.number for t in s.trials],
@@ -208,10 +214,10 @@ def write_outputs(ctx: FinalContext, d: Decisions, s: Submitted, search_seconds:
         tta=ctx.opts.tta, final_fit=s.fitted,
         model_path=s.fitted.model_path if s.fitted else str(d.files[first.number][0]),
         model_paths=[str(d.files[t.number][0]) for t in s.trials],
-        options=ctx.opts.to_dict(), flip=d.flip, honest=s.holdout_accuracy is not None,
+        options=ctx.opts.to_dict(), flip=d.flip, honest=s.estimate.scored_on != "validation",
         search_seconds=round(search_seconds, 1),
         final_seconds=round(ctx.budget.elapsed() - search_seconds, 1), estimate=s.estimate,
-        mirror_at_test=s.mirror[0], mirror_at_test_why=s.mirror[1],
+        mirror_at_test=s.mirror[0], mirror_at_test_why=s.mirror[1], kfold=s.folds,
     )  # fmt: skip
     save_json(ctx.tune_dir / "best.json", result)
     ctx.opts.save(ctx.tune_dir / "config.json")
