@@ -273,7 +273,7 @@ def _decisions(best: dict) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [["--final-fit", "on", "--final-max-epochs", "2"],
-                                  ["--final-fit", "off"]])  # fmt: skip
+                                  ["--final-fit", "off", "--kfold", "off"]])  # fmt: skip
 def test_permuted_holdout_labels_change_no_decision(demo_small, tmp_path, monkeypatch, mode):
     """The final stage run twice on one study, the second time with the holdout's labels
     permuted: every decision (trial, ensemble members and scores, mirror, epochs trained) is
