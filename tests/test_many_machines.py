@@ -22,7 +22,8 @@ from pipeline import cli
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300", "--kfold", "off",
+TINY = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
+        "--kfold", "off",
         "--pruner", "none", "--no-report"]  # fmt: skip
 
 

@@ -23,7 +23,8 @@ from pipeline.tune.budget import MIN_STEPS_PER_EPOCH
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300", "--kfold", "off",
+SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
+         "--kfold", "off",
          "--no-report"]  # fmt: skip
 
 

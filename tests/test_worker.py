@@ -53,6 +53,25 @@ def test_the_worker_trains_reports_each_epoch_and_is_replaced_after_n_trials(set
     assert worker.process is None
 
 
+def test_the_worker_is_replaced_once_its_memory_passes_the_limit(setup, monkeypatch):
+    opts, _ = setup
+    worker = w.Worker(opts)
+    pids = []
+    try:
+        worker.run(_job(0), PLAN, lambda e, a: None)
+        pids.append(worker.process.pid)
+        assert 100 < worker.rss_mib() < w.RSS_LIMIT_MIB  # a worker with TensorFlow loaded
+        worker.run(_job(1), PLAN, lambda e, a: None)
+        pids.append(worker.process.pid)
+        monkeypatch.setattr(w, "RSS_LIMIT_MIB", 50)  # every worker holds more than this
+        worker.run(_job(2), PLAN, lambda e, a: None)
+        pids.append(worker.process.pid)
+    finally:
+        worker.close()
+    assert pids[0] == pids[1] != pids[2]
+    assert worker.rss_mib() == 0.0
+
+
 def test_the_workers_pruner_answer_stops_the_trial(setup):
     opts, _ = setup
     worker = w.Worker(opts)

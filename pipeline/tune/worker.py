@@ -36,6 +36,10 @@ from pipeline.tune.budget import TunePlan
 from pipeline.tune.objective import Job, Report
 
 TRIALS_PER_WORKER = 8
+# ... or sooner, once its resident memory passes this. In the 3600 s default run (2 cores) a
+# fresh worker held ~960 MiB; the first grew to 1,580 MiB over its 8 trials, the second to 2,270
+# MiB over 6 (batch-32 cnn7 and resnet9s trials), taking the tree (main ~560 MiB) to 2,845 MiB.
+RSS_LIMIT_MIB = 1400
 PR_SET_PDEATHSIG = 1  # prctl(2)
 POLL_SECONDS = 0.5  # the main process wakes this often, so that signals reach it
 
@@ -89,7 +93,7 @@ class Worker:
         ``RuntimeError`` carrying the failure's reason."""
         import optuna
 
-        if self.trials >= TRIALS_PER_WORKER:
+        if self.trials >= TRIALS_PER_WORKER or self.rss_mib() > RSS_LIMIT_MIB:
             self.close()  # a fresh one starts for this trial
         out = self._request((job, plan), report)
         self.trials += 1
@@ -98,6 +102,18 @@ class Worker:
         if out.state == "pruned":
             raise optuna.TrialPruned(out.reason)
         raise RuntimeError(out.reason)
+
+    def rss_mib(self) -> float:
+        """The worker's resident memory (0 when none runs)."""
+        if self.process is None:
+            return 0.0
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")),
+                   "0")  # fmt: skip
+        return int(kib) / 1024
 
     def _request(self, message, report: Report | None = None) -> Outcome:
         """Send one request; answer its epoch reports until its outcome comes back."""
