@@ -26,7 +26,8 @@ else
 fi
 
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-# oneDNN kernels: measured 2.3x faster CNN training on this project's CPUs; harmless on GPU
+# oneDNN kernels: cnn7 trains 2.05x faster with them on 2 CPU cores (bench/train_speed.py);
+# harmless on GPU
 export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-1}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
