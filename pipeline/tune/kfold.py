@@ -26,6 +26,9 @@ KFOLD = 5
 # every row on a CPU (pipeline.tune.budget: 1.25 x 12,000), so no final fit follows.
 KFOLD_MAX_ROWS = 15_000
 MAX_EPOCHS = 50  # a fold's network trains at most this many epochs, however much time is left
+# ... and at least this many (or its trial's, when fewer): else no k-fold (pipeline.tune.budget
+# .folds_fit decides before the search, by_kfold again after it)
+MIN_FOLD_EPOCHS = 8
 PREDICT_MARGIN_S = 10.0  # kept after the last fold for predicting and writing
 
 
@@ -88,11 +91,12 @@ def by_kfold(ctx, d, k: int):
     k = min(k, int(np.bincount(y).min()))
     per_epoch = epoch_seconds(record, len(ctx.splits.search[1]), len(y) * (k - 1) // k)
     least = 1 if get_entry(record.model).classical else max(record.metrics.epochs_run, 1)
+    least = min(least, MIN_FOLD_EPOCHS)
     least = min(least, ctx.opts.final_max_epochs or least)
     share = (ctx.budget.left() - PREDICT_MARGIN_S) / max(k, 1)
     if k < 2 or share < least * per_epoch:
         log(f"final: no {k}-fold training: a fold needs ~{least * per_epoch:.0f} s ({least} "
-            f"epochs as its trial), {share:.0f} s each are left")  # fmt: skip
+            f"epochs), {share:.0f} s each are left")  # fmt: skip
         return None
     # as many epochs as a fold's share holds at the trial's measured pace (a fit's first epoch,
     # tracing included, is no guide), at least the trial's own
