@@ -260,3 +260,22 @@ def test_kfold_is_given_up_before_the_search_when_its_folds_cannot_train(capsys)
     assert folds_fit(plan, opts, cost, 6000, "fast") == plan
     forced = TuneOptions(timeout=300, kfold="5")
     assert folds_fit(make_plan(forced, 6000, "CPU"), forced, cost, 6000, "slow").kfold == 5
+
+
+def test_fewer_folds_when_five_cannot_each_train_their_epochs():
+    """The suite's digits28 at 300 s: trial 0 trained 15 epochs on 3,840 rows in 60 s; 135 s
+    were left for the folds. Five folds of 8 epochs do not fit (~42 s each, 27 s left each);
+    three do (~35 s each, 45 s each); with no time, none."""
+    import numpy as np
+
+    from pipeline.records import TrialRecord
+    from pipeline.training import FitMetrics
+    from pipeline.tune.kfold import folds_that_fit
+
+    m = FitMetrics(0.99, 0.1, 0.99, 0.1, 15, 15, 60.0, 960.0, 1000, 1000)
+    record = TrialRecord(model="resnet9s", metrics=m)
+    y = np.arange(6000) % 10
+    k, per_epoch, share = folds_that_fit(record, 3840, y, 8, 135.0, 5)
+    assert k == 3 and share == 45.0 and 8 * per_epoch <= share
+    assert folds_that_fit(record, 3840, y, 8, 1000.0, 5)[0] == 5
+    assert folds_that_fit(record, 3840, y, 8, 20.0, 5)[0] == 0

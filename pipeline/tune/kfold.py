@@ -75,6 +75,21 @@ def train_fold(record: TrialRecord, ds, data, epochs: int, deadline: float, flip
     return result.model, result.metrics.epochs_run
 
 
+def folds_that_fit(record: TrialRecord, n_trial: int, y, least: int, seconds: float, k: int):
+    """(folds, seconds per epoch of a fold, seconds per fold): the most folds, ``k`` down to 2,
+    whose folds can each train ``least`` epochs in ``seconds`` (fewer folds train on fewer rows
+    and get more time each); folds 0 when none can. In the suite a 6,000-row competition
+    could not hold 5 folds of 8 epochs in its 135 s and left them idle, where 3 would fit."""
+    k = min(k, int(np.bincount(y).min()))
+    per_epoch, share = 0.0, 0.0
+    for folds in range(k, 1, -1):
+        per_epoch = epoch_seconds(record, n_trial, len(y) * (folds - 1) // folds)
+        share = seconds / folds
+        if share >= least * per_epoch:
+            return folds, per_epoch, share
+    return 0, per_epoch, share
+
+
 def by_kfold(ctx, d, k: int):
     """The chosen configuration trained on k folds of every labelled row; a Submitted, or None
     when the time left cannot hold an epoch per fold."""
@@ -88,15 +103,14 @@ def by_kfold(ctx, d, k: int):
     best = d.trials[0]
     record = read_trial(best)
     x, y = all_rows(ctx.splits.holdout)
-    k = min(k, int(np.bincount(y).min()))
-    per_epoch = epoch_seconds(record, len(ctx.splits.search[1]), len(y) * (k - 1) // k)
     least = 1 if get_entry(record.model).classical else max(record.metrics.epochs_run, 1)
     least = min(least, MIN_FOLD_EPOCHS)
     least = min(least, ctx.opts.final_max_epochs or least)
-    share = (ctx.budget.left() - PREDICT_MARGIN_S) / max(k, 1)
-    if k < 2 or share < least * per_epoch:
-        log(f"final: no {k}-fold training: a fold needs ~{least * per_epoch:.0f} s ({least} "
-            f"epochs), {share:.0f} s each are left")  # fmt: skip
+    k, per_epoch, share = folds_that_fit(record, len(ctx.splits.search[1]), y, least,
+                                         ctx.budget.left() - PREDICT_MARGIN_S, k)  # fmt: skip
+    if k < 2:
+        log(f"final: no k-fold training: even 2 folds need ~{least * per_epoch:.0f} s each "
+            f"({least} epochs), {share:.0f} s each are left")  # fmt: skip
         return None
     # as many epochs as a fold's share holds at the trial's measured pace (a fit's first epoch,
     # tracing included, is no guide), at least the trial's own
