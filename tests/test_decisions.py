@@ -28,17 +28,24 @@ def _bands(n: int, side: int, horizontal: bool, rng) -> tuple[np.ndarray, np.nda
     return np.clip(x, 0, 255).astype(np.uint8), y
 
 
-@pytest.mark.parametrize("horizontal, expected", [(False, True), (True, False)])
-def test_mirror_decided_right_on_symmetric_and_asymmetric_data(horizontal, expected):
+def _banded_model(horizontal: bool, seed: int, epochs: int):
+    """(an mlp trained on band images, its validation images, their labels)."""
     from pipeline.models import build_model
     from pipeline.training import TrainSettings, fit
-    from pipeline.tune.flip import decide_flip
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     x, y = _bands(600, 12, horizontal, rng)
     xv, yv = _bands(300, 12, horizontal, rng)
-    s = TrainSettings("adam", 3e-3, 0.0, 32, 4, False)
+    s = TrainSettings("adam", 3e-3, 0.0, 32, epochs, False)
     model = fit(build_model("mlp", (12, 12, 1), 3), s, (x, y, xv, yv), 3, verbose=0).model
+    return model, xv, yv
+
+
+@pytest.mark.parametrize("horizontal, expected", [(False, True), (True, False)])
+def test_mirror_decided_right_on_symmetric_and_asymmetric_data(horizontal, expected):
+    from pipeline.tune.flip import decide_flip
+
+    model, xv, yv = _banded_model(horizontal, seed=0, epochs=4)
     decision = decide_flip(model, xv, yv, 3)
     assert decision.accuracy_plain > 0.9
     assert decision.invariant is expected, decision
@@ -82,17 +89,11 @@ def test_trial_models_are_mirrored_at_test_time_only_where_validation_says_so():
 
 def test_the_mirror_average_is_measured_on_the_validation_rows():
     """decide_flip records the plain+mirrored average of the model it measured."""
-    from pipeline.models import build_model
-    from pipeline.training import TrainSettings, fit
+    from pipeline.predict import predict_proba
     from pipeline.tune.flip import decide_flip
 
-    rng = np.random.default_rng(1)
-    x, y = _bands(600, 12, False, rng)
-    xv, yv = _bands(300, 12, False, rng)
-    s = TrainSettings("adam", 3e-3, 0.0, 32, 3, False)
-    model = fit(build_model("mlp", (12, 12, 1), 3), s, (x, y, xv, yv), 3, verbose=0).model
+    model, xv, yv = _banded_model(False, seed=1, epochs=3)
     decision = decide_flip(model, xv, yv, 3)
-    from pipeline.predict import predict_proba
 
     both = predict_proba(model, xv, flip=True)
     assert decision.accuracy_averaged == pytest.approx(float((both.argmax(1) == yv).mean()))

@@ -85,7 +85,8 @@ class TunePlan:
 def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
     """Resolve ``auto`` settings: on a CPU trials train on a slice and a final fit follows; on a
     GPU trials see every row and the top trials' own models are the final ensemble."""
-    n_train = int(0.8 * (min(opts.limit, n_labelled) if opts.limit else n_labelled))
+    n_used = min(opts.limit, n_labelled) if opts.limit else n_labelled
+    n_train = int(0.8 * n_used)
     rows = opts.search_rows
     if rows == "auto":
         rows = SEARCH_ROWS_CPU if device == "CPU" and n_train > 1.25 * SEARCH_ROWS_CPU else 0
@@ -99,7 +100,7 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
     if final and not opts.search_only:
         reserve = max(FINAL_RESERVE, FINAL_SHARE * opts.timeout)
     keep = KEEP_MODELS if opts.ensemble == "auto" else max(KEEP_MODELS, int(opts.ensemble))
-    kfold = kfold_plan(opts, n_train / 0.8, final)
+    kfold = kfold_plan(opts, n_used, final)
     if kfold and not opts.search_only:
         reserve = max(FINAL_RESERVE, KFOLD_SHARE * opts.timeout)
     return TunePlan(
@@ -136,7 +137,7 @@ def folds_fit(plan: TunePlan, opts: TuneOptions, cost: CostModel, n_labelled: in
     return dataclasses.replace(plan, kfold=0, reserve=min(FINAL_RESERVE, 0.2 * opts.timeout))
 
 
-def kfold_plan(opts: TuneOptions, n_labelled: float, final_fit: bool) -> int:
+def kfold_plan(opts: TuneOptions, n_labelled: int, final_fit: bool) -> int:
     """Folds for the final stage: ``--kfold k``; ``auto``: KFOLD on data up to KFOLD_MAX_ROWS
     labelled rows when no final fit or ``--refit`` trains instead; 0: none."""
     from pipeline.tune.kfold import KFOLD, KFOLD_MAX_ROWS
