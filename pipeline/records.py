@@ -140,6 +140,8 @@ class FoldsRecord:
     fold_accuracies: list[float]
     epochs: list[int]  # per fold (1 for a classical entry)
     seconds: float
+    members: list[int] = field(default_factory=list)  # the trials trained per fold, averaged
+    member_accuracies: list[float] = field(default_factory=list)  # out-of-fold, each alone
 
 
 @dataclass(frozen=True)

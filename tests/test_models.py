@@ -275,7 +275,12 @@ def test_fewer_folds_when_five_cannot_each_train_their_epochs():
     m = FitMetrics(0.99, 0.1, 0.99, 0.1, 15, 15, 60.0, 960.0, 1000, 1000)
     record = TrialRecord(model="resnet9s", metrics=m)
     y = np.arange(6000) % 10
-    k, per_epoch, share = folds_that_fit(record, 3840, y, 8, 135.0, 5)
+    k, per_epoch, share = folds_that_fit([record], 3840, y, 8, 135.0, 5)
     assert k == 3 and share == 45.0 and 8 * per_epoch <= share
-    assert folds_that_fit(record, 3840, y, 8, 1000.0, 5)[0] == 5
-    assert folds_that_fit(record, 3840, y, 8, 20.0, 5)[0] == 0
+    assert folds_that_fit([record], 3840, y, 8, 1000.0, 5)[0] == 5
+    assert folds_that_fit([record], 3840, y, 8, 20.0, 5)[0] == 0
+    # a classical member's fits come out of each fold's time: 3 folds no longer fit, 2 do
+    fm = FitMetrics(0.9, 0.3, 0.9, 0.3, 1, 1, 15.0, 15.0, 100, 100)
+    svc = TrialRecord(model="svc", metrics=fm)
+    k, per_epoch, share = folds_that_fit([svc, record], 3840, y, 8, 135.0, 5)
+    assert k == 2 and 8 * per_epoch <= share < 135.0 / 2

@@ -75,71 +75,138 @@ def train_fold(record: TrialRecord, ds, data, epochs: int, deadline: float, flip
     return result.model, result.metrics.epochs_run
 
 
-def folds_that_fit(record: TrialRecord, n_trial: int, y, least: int, seconds: float, k: int):
-    """(folds, seconds per epoch of a fold, seconds per fold): the most folds, ``k`` down to 2,
-    whose folds can each train ``least`` epochs in ``seconds`` (fewer folds train on fewer rows
-    and get more time each); folds 0 when none can. In the suite a 6,000-row competition
-    could not hold 5 folds of 8 epochs in its 135 s and left them idle, where 3 would fit."""
+def is_classical(record: TrialRecord) -> bool:
+    from pipeline.models import get_entry
+
+    return get_entry(record.model).classical
+
+
+def fold_members(trials: list) -> list:
+    """The trials the folds train, best first: the chosen ensemble's first network and every
+    classical member (one fit each per fold); the network's time is not split with another."""
+    out, network = [], False
+    for t in trials:
+        classical = is_classical(read_trial(t))
+        if classical or not network:
+            out.append(t)
+        network = network or not classical
+    return out
+
+
+def fold_cost(records: list, n_trial: int, n_rows: int) -> tuple[float, float]:
+    """(seconds of a fold's classical fits, seconds per epoch of its network, 0 without one)."""
+    fixed = per_epoch = 0.0
+    for r in records:
+        if is_classical(r):
+            fixed += epoch_seconds(r, n_trial, n_rows)
+        else:
+            per_epoch = epoch_seconds(r, n_trial, n_rows)
+    return fixed, per_epoch
+
+
+def folds_that_fit(records: list, n_trial: int, y, least: int, seconds: float, k: int):
+    """(folds, seconds per epoch of a fold's network, seconds per fold for it): the most folds,
+    ``k`` down to 2, whose folds can each fit the classical members and train the network
+    ``least`` epochs in ``seconds`` (fewer folds train on fewer rows and get more time each);
+    folds 0 when none can. In the suite a 6,000-row competition could not hold 5 folds of 8
+    epochs in its 135 s and left them idle, where 3 would fit."""
     k = min(k, int(np.bincount(y).min()))
     per_epoch, share = 0.0, 0.0
     for folds in range(k, 1, -1):
-        per_epoch = epoch_seconds(record, n_trial, len(y) * (folds - 1) // folds)
-        share = seconds / folds
-        if share >= least * per_epoch:
+        fixed, per_epoch = fold_cost(records, n_trial, len(y) * (folds - 1) // folds)
+        share = seconds / folds - fixed
+        if share >= least * per_epoch and share >= 0:
             return folds, per_epoch, share
     return 0, per_epoch, share
 
 
-def by_kfold(ctx, d, k: int):
-    """The chosen configuration trained on k folds of every labelled row; a Submitted, or None
-    when the time left cannot hold an epoch per fold."""
-    from sklearn.model_selection import StratifiedKFold
-
-    from pipeline.models import get_entry
-    from pipeline.predict import view_probas, views
-    from pipeline.tune.decide import test_mirror
-    from pipeline.tune.final import Submitted
-
-    best = d.trials[0]
-    record = read_trial(best)
-    x, y = all_rows(ctx.splits.holdout)
-    least = 1 if get_entry(record.model).classical else max(record.metrics.epochs_run, 1)
-    least = min(least, MIN_FOLD_EPOCHS)
-    least = min(least, ctx.opts.final_max_epochs or least)
-    k, per_epoch, share = folds_that_fit(record, len(ctx.splits.search[1]), y, least,
-                                         ctx.budget.left() - PREDICT_MARGIN_S, k)  # fmt: skip
+def fold_epochs(ctx, records: list, y, k: int):
+    """(folds, epochs of a fold's network) for the time left; folds 0 when not even 2 fit."""
+    network = [r for r in records if not is_classical(r)]
+    least = max(network[0].metrics.epochs_run, 1) if network else 1
+    least = min(least, MIN_FOLD_EPOCHS, ctx.opts.final_max_epochs or least)
+    seconds = ctx.budget.left() - PREDICT_MARGIN_S
+    k, per_epoch, share = folds_that_fit(records, len(ctx.splits.search[1]), y, least, seconds, k)
     if k < 2:
         log(f"final: no k-fold training: even 2 folds need ~{least * per_epoch:.0f} s each "
-            f"({least} epochs), {share:.0f} s each are left")  # fmt: skip
-        return None
+            f"({least} epochs) besides classical fits, {share:.0f} s each are left")  # fmt: skip
+        return 0, 0
+    if not per_epoch:
+        return k, 1
     # as many epochs as a fold's share holds at the trial's measured pace (a fit's first epoch,
     # tracing included, is no guide), at least the trial's own
     cap = ctx.opts.final_max_epochs or MAX_EPOCHS
-    epochs = min(cap, max(least, int(share / per_epoch)))
-    classical = get_entry(record.model).classical
-    flip = d.flip.invariant and not classical  # a network's folds train with the mirror
-    mirror = test_mirror(d.flip, trained_with_mirror=flip)
-    which = views(ctx.opts.tta, mirror[0])
-    log(f"final: training trial {best.number}'s configuration ({record.model}) on {k} folds of "
-        f"all {len(y)} labelled rows, ~{(ctx.budget.left() - PREDICT_MARGIN_S) / k:.0f} s each; "
-        f"{'' if classical else f'{epochs} epochs, '}the estimate is out-of-fold")  # fmt: skip
-    oof = np.zeros((len(y), ctx.ds.num_classes))
-    test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
-    accs, ran, t0 = [], [], time.monotonic()
+    return k, min(cap, max(least, int(share / per_epoch)))
+
+
+def by_kfold(ctx, d, k: int):
+    """The chosen configuration (with the chosen ensemble's classical members) trained on k
+    folds of every labelled row; a Submitted, or None when the time left cannot hold the folds.
+    The members' probabilities are averaged, as the ensemble was chosen on the validation rows."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from pipeline.predict import views
+    from pipeline.tune.decide import test_mirror
+    from pipeline.tune.final import Submitted
+
+    members = fold_members(d.trials)
+    records = [read_trial(t) for t in members]
+    x, y = all_rows(ctx.splits.holdout)
+    k, epochs = fold_epochs(ctx, records, y, k)
+    if k < 2:
+        return None
+    flip = d.flip.invariant  # a network's folds train with the mirror
+    mirror = test_mirror(d.flip, trained_with_mirror=flip and not is_classical(records[0]))
+    which = [views(ctx.opts.tta, False) if is_classical(r) else views(ctx.opts.tta, mirror[0])
+             for r in records]  # fmt: skip
+    names = " + ".join(
+        f"trial {t.number} ({r.model})" for t, r in zip(members, records, strict=True)
+    )
+    log(f"final: training {names} on {k} folds of all {len(y)} labelled rows, "
+        f"~{(ctx.budget.left() - PREDICT_MARGIN_S) / k:.0f} s each; "
+        f"{'' if epochs == 1 else f'{epochs} epochs, '}the estimate is out-of-fold")  # fmt: skip
+    t0 = time.monotonic()
     folds = StratifiedKFold(k, shuffle=True, random_state=ctx.opts.seed).split(x, y)
-    end = ctx.budget.deadline - PREDICT_MARGIN_S
-    for i, (tr, va) in enumerate(folds):
-        model, n = train_fold(record, ctx.ds, (x[tr], y[tr], x[va], y[va]), epochs, end, flip,
-                              ctx.opts.seed + i)  # fmt: skip
-        oof[va] = np.mean(view_probas(model, x[va], which), axis=0)
-        test += np.mean(view_probas(model, ctx.ds.x_test, which), axis=0) / k
-        accs.append(round(float((oof[va].argmax(1) == y[va]).mean()), 4))
-        ran.append(n)
-        log(f"final: fold {i + 1}/{k}: {n} epochs, out-of-fold accuracy {accs[-1]:.4f}")
-    acc = float((oof.argmax(1) == y).mean())
-    np.save(ctx.tune_dir / "kfold_oof.npy", oof.astype(np.float32))
-    folds_record = FoldsRecord(k, best.number, record.model, len(y), round(acc, 4), accs, ran,
-                               round(time.monotonic() - t0, 1))  # fmt: skip
+    oof, test, ran = run_folds(ctx, records, (x, y), folds, epochs, flip, which)
+    blend = oof.mean(axis=0)
+    acc = float((blend.argmax(1) == y).mean())
+    np.save(ctx.tune_dir / "kfold_oof.npy", blend.astype(np.float32))
+    alone = [round(float((p.argmax(1) == y).mean()), 4) for p in oof]
+    if len(records) > 1:
+        each = ", ".join(f"{r.model} {a:.4f}" for r, a in zip(records, alone, strict=True))
+        log(f"final: out-of-fold accuracy {each}, averaged {acc:.4f}")
+    per_fold = [round(float((blend[va].argmax(1) == y[va]).mean()), 4) for va in ran[1]]
+    folds_record = FoldsRecord(k, members[0].number, records[0].model, len(y), round(acc, 4),
+                               per_fold, ran[0], round(time.monotonic() - t0, 1),
+                               [t.number for t in members], alone)  # fmt: skip
     estimate = Estimate.of(acc, len(y), "out-of-fold")
-    return Submitted(test.astype(np.float32), [best], estimate, None, mirror=mirror,
+    return Submitted(test.astype(np.float32), members, estimate, None, mirror=mirror,
                      folds=folds_record)  # fmt: skip
+
+
+def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, which: list):
+    """(out-of-fold probabilities per member, the test probabilities averaged over members and
+    folds, ([epochs per fold], [left-out rows per fold]))."""
+    from pipeline.predict import view_probas
+
+    x, y = labelled
+    oof = np.zeros((len(records), len(y), ctx.ds.num_classes))
+    test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
+    epochs_ran, left_out = [], []
+    end = ctx.budget.deadline - PREDICT_MARGIN_S
+    folds = list(folds)
+    k, share = len(folds), len(folds) * len(records)
+    for i, (tr, va) in enumerate(folds):
+        data = (x[tr], y[tr], x[va], y[va])
+        ran = 1
+        for j, r in enumerate(records):
+            mirror = flip and not is_classical(r)
+            model, n = train_fold(r, ctx.ds, data, epochs, end, mirror, ctx.opts.seed + i)
+            ran = ran if is_classical(r) else n
+            oof[j, va] = np.mean(view_probas(model, x[va], which[j]), axis=0)
+            test += np.mean(view_probas(model, ctx.ds.x_test, which[j]), axis=0) / share
+        epochs_ran.append(ran)
+        left_out.append(va)
+        acc = float((oof[:, va].mean(axis=0).argmax(1) == y[va]).mean())
+        log(f"final: fold {i + 1}/{k}: {ran} epochs, out-of-fold accuracy {acc:.4f}")
+    return oof, test, (epochs_ran, left_out)
