@@ -199,8 +199,12 @@ def run_pipeline(checkout: Path, comp: Path, budget: int, work: Path, extra) -> 
     code, wall, samples, _, _ = sample_tree(cmd, 1.0, stdout=log, stderr=subprocess.STDOUT,
                                             cwd=checkout)  # fmt: skip
     log.close()
-    out = {"exit": code, "seconds": round(wall), "tree_mib": max((s[1] for s in samples),
-                                                                 default=0) // 1024}  # fmt: skip
+    with (work / "rss.csv").open("w") as fh:  # when the peak came, to read beside the log
+        fh.write("seconds,tree_kib,processes,largest_kib\n")
+        fh.writelines(",".join(map(str, s)) + "\n" for s in samples)
+    peak = max(samples, key=lambda s: s[1], default=(0, 0, 0, 0))
+    out = {"exit": code, "seconds": round(wall), "tree_mib": peak[1] // 1024,
+           "peak_at_s": peak[0], "largest_mib": peak[3] // 1024}  # fmt: skip
     subs = sorted((work / "subs").glob("*.csv"))
     if subs:
         out["sealed"] = round(sealed_score(subs[-1], comp.parent / "labels.csv"), 4)
