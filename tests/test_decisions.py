@@ -119,6 +119,33 @@ def _study(values: list[float | None]):
     return study
 
 
+def test_the_baseline_enqueued_with_the_warm_start_is_not_the_warm_start():
+    """The search enqueues the warm start and the SVC() baseline; the final pick's warm start is
+    the network's, even when the baseline is enqueued first and scores best."""
+    import optuna
+
+    from pipeline.search_space import BASELINE, WARM_START
+    from pipeline.tune.decide import completed, final_pick, is_warm_start, warm_start_trial
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(BASELINE)
+    study.enqueue_trial({"model": WARM_START["model"]})
+    values = iter([0.95, 0.90, 0.91])
+
+    def objective(trial):
+        model = trial.suggest_categorical("model", ["svc", WARM_START["model"]])
+        if model == "svc":
+            trial.suggest_float("svc.C", 0.1, 100.0, log=True)
+        return next(values)
+
+    study.optimize(objective, n_trials=3)
+    baseline, warm, _ = study.trials
+    assert not is_warm_start(baseline) and is_warm_start(warm)
+    ranked = completed(study)
+    assert warm_start_trial(ranked).number == warm.number
+    assert final_pick(ranked)[0].number == baseline.number  # 5 points ahead: past the margin
+
+
 def test_the_warm_start_keeps_the_final_fit_unless_beaten_by_the_margin():
     from pipeline.tune.decide import MARGIN, completed, final_pick
 

@@ -50,6 +50,14 @@ def test_warm_start_only_when_its_model_is_searched():
     assert warm_start_params(["lenet5", "cnn1"], max_epochs=5) is None
 
 
+def test_the_baseline_only_when_svc_is_searched():
+    """SVC() as a user would fit it (C=1) wherever the search keeps svc."""
+    from pipeline.search_space import baseline_params
+
+    assert baseline_params(list(DEFAULT_MODELS)) == {"model": "svc", "svc.C": 1.0}
+    assert baseline_params(["resnet9s", "logreg"]) is None
+
+
 def test_every_default_entry_samples_repeatedly():
     """Each entry's conditional space is stable across trials (VGG exposes width and units)."""
     for name in DEFAULT_MODELS:

@@ -53,8 +53,11 @@ def completed(study) -> list:
 
 def is_warm_start(trial) -> bool:
     """True for the warm-start trial: the one enqueued before the search samples (Optuna keeps
-    the enqueued parameters, also on a retry of it)."""
-    return "fixed_params" in trial.system_attrs
+    the enqueued parameters, also on a retry of it), not the baseline enqueued after it."""
+    from pipeline.search_space import BASELINE
+
+    fixed = trial.system_attrs.get("fixed_params")
+    return fixed is not None and fixed != BASELINE
 
 
 def warm_start_trial(trials: list):

@@ -36,14 +36,15 @@ def run_search(
     shrink: bool = False,
 ):
     """``study.optimize`` over ``objective`` within its budget (starting from the warm-start
-    configuration when the study is new); with ``shrink``, stop when the search does not beat
-    the warm start (see PATIENCE)."""
-    from pipeline.search_space import warm_start_params
+    configuration and the baseline when the study is new); with ``shrink``, stop when the
+    search does not beat the warm start (see PATIENCE)."""
+    from pipeline.search_space import baseline_params, warm_start_params
 
     if not study.get_trials(deepcopy=False):
-        warm = warm_start_params(objective.models, objective.max_epochs)
-        if warm:
-            study.enqueue_trial(warm, skip_if_exists=True)
+        first = [warm_start_params(objective.models, objective.max_epochs),
+                 baseline_params(objective.models)]  # fmt: skip
+        for params in filter(None, first):
+            study.enqueue_trial(params, skip_if_exists=True)
     if objective.budget.search_left() <= 0:
         return
     progress = Progress(objective, max_failures, keep, shrink)
