@@ -156,7 +156,8 @@ def by_kfold(ctx, d, k: int):
     if k < 2:
         return None
     flip = d.flip.invariant  # a network's folds train with the mirror
-    mirror = test_mirror(d.flip, trained_with_mirror=flip and not is_classical(records[0]))
+    network = any(not is_classical(r) for r in records)
+    mirror = test_mirror(d.flip, trained_with_mirror=flip and network)
     which = [views(ctx.opts.tta, False) if is_classical(r) else views(ctx.opts.tta, mirror[0])
              for r in records]  # fmt: skip
     names = " + ".join(
