@@ -117,27 +117,27 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
 
 def folds_fit(plan: TunePlan, opts: TuneOptions, cost: CostModel, n_labelled: int,
               model: str) -> TunePlan:  # fmt: skip
-    """The plan, without k-fold (its reserve back to the search) when not even 2 ``auto`` folds
+    """The plan, without k-fold (its reserve back to the search) when not even MIN_FOLDS folds
     of ``model`` (the warm start) could each train MIN_FOLD_EPOCHS epochs in the reserve (the
     final stage then takes the most folds that fit, pipeline.tune.kfold.folds_that_fit). In the
     suite at 300 s, 6,000-row competitions kept half the budget for folds that could not run,
     and left it idle (160 of 300 s used); at 900 s fer48 gave its folds up because 5 did not
     fit (~503 s of 450) where 3 would have (~250 s)."""
-    from pipeline.tune.kfold import MIN_FOLD_EPOCHS
+    from pipeline.tune.kfold import MIN_FOLD_EPOCHS, MIN_FOLDS
 
     if not plan.kfold or opts.kfold != "auto" or model not in cost.macs:
         return plan
     need = 0.0
-    for k in range(plan.kfold, 1, -1):
+    for k in range(plan.kfold, MIN_FOLDS - 1, -1):
         fold = cost.epoch_seconds(model, n_labelled * (k - 1) // k, n_labelled // k)
         need = k * MIN_FOLD_EPOCHS * fold
         if need <= plan.reserve:
             return plan
     from pipeline.tune import log
 
-    log(f"no k-fold final stage: even 2 folds of {MIN_FOLD_EPOCHS} epochs of {model} would "
-        f"take ~{need:.0f} s of the {plan.reserve:.0f} s kept for them; the search keeps the "
-        "time")  # fmt: skip
+    log(f"no k-fold final stage: even {MIN_FOLDS} folds of {MIN_FOLD_EPOCHS} epochs of {model} "
+        f"would take ~{need:.0f} s of the {plan.reserve:.0f} s kept for them; the search keeps "
+        "the time")  # fmt: skip
     return dataclasses.replace(plan, kfold=0, reserve=min(FINAL_RESERVE, 0.2 * opts.timeout))
 
 
