@@ -206,7 +206,10 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
     folds = list(folds)
     k, share = len(folds), len(folds) * len(records)
     for i, (tr, va) in enumerate(folds):
-        data = (x[tr], y[tr], x[va], y[va])
+        # a fold's fit reports on its left-out rows every epoch (nothing decides on them): as
+        # many as a trial's validation rows, so an epoch costs what the trial's did
+        shown = va[: len(ctx.splits.search[3])]
+        data = (x[tr], y[tr], x[shown], y[shown])
         ran = 1
         for j, r in enumerate(records):
             mirror = flip and not is_classical(r)
