@@ -510,8 +510,8 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
     mean = np.mean([predict_proba(load_model(p), ds.x_test, flip=flip) for p in paths], axis=0)
     np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), mean, atol=1e-5)
 
-    # k-fold: the folds train the ensemble's first network and its classical member, each fold
-    # averaging the two; the estimate is the average's out-of-fold accuracy
+    # k-fold: the folds train the chosen ensemble, networks and the classical member, each fold
+    # averaging them; the estimate is the average's out-of-fold accuracy
     args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3", "--kfold", "3",
                  "--final-max-epochs", "1")  # fmt: skip
     args[args.index("lenet5_wide,cnn1")] = "logreg,cnn1"
@@ -520,9 +520,10 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
     best = json.loads((tune_dir / "best.json").read_text())
     folds = best["kfold"]
     models = {read_trial(t).model for t in _complete(study) if t.number in folds["members"]}
-    assert models == {"logreg", "cnn1"} and len(folds["members"]) == 2, folds
-    assert len(folds["member_accuracies"]) == 2 and "averaged" in out
-    assert best["ensemble"] == folds["members"]
+    assert models == {"logreg", "cnn1"} and len(folds["members"]) == 3, folds
+    assert len(folds["member_accuracies"]) == 3 and "averaged" in out
+    assert best["ensemble"] == folds["members"]  # all three trials (--ensemble 3)
+    assert sorted(folds["members"]) == sorted(t.number for t in _complete(study))
     oof = np.load(tune_dir / "kfold_oof.npy")  # every row once, the members' average
     assert oof.shape == (600, 10) and best["estimate"]["rows"] == 600
     np.testing.assert_allclose(oof.sum(1), 1.0, atol=1e-4)
