@@ -530,6 +530,24 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
     assert best["estimate"]["accuracy"] == pytest.approx(folds["out_of_fold_accuracy"], abs=1e-4)
 
 
+def test_folds_that_do_not_fit_leave_their_time_to_a_final_fit(demo_small, tmp_path, capsys,
+                                                              monkeypatch):  # fmt: skip
+    """When not even MIN_FOLDS folds fit the time left, the chosen configuration is trained on
+    the whole training split and scored on the holdout, not the trials' models submitted with
+    the folds' time unused (the suite's rgb32 and fer48 at 900 s: 480 s used)."""
+    from pipeline.tune import kfold
+
+    monkeypatch.setattr(kfold, "folds_that_fit", lambda *a, **k: (0, 1.0, 0.0))
+    args = _args(demo_small, tmp_path, "--trials", "1", "--kfold", "3", "--final-max-epochs", "2")
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "no k-fold training" in out
+    best = json.loads((tmp_path / "art" / "fashion-mnist" / "tune" / "best.json").read_text())
+    assert best["kfold"] is None and best["final_fit"]["epochs_run"] == 2
+    assert best["estimate"]["scored_on"] == "holdout" and best["estimate"]["rows"] == 120
+    assert out.strip().splitlines()[-1].endswith("-full.csv")
+
+
 @pytest.mark.parametrize("models", ["logreg", "cnn1"])
 def test_the_kfold_final_stage_trains_on_every_labelled_row_and_scores_out_of_fold(
     demo_small, tmp_path, capsys, models
