@@ -256,10 +256,18 @@ def test_kfold_is_given_up_before_the_search_when_its_folds_cannot_train(capsys)
     cost = CostModel(per_mac, {"slow": int(five * 5), "fewer": int(five * 1.1)})
     gave_up = folds_fit(plan, opts, cost, 6000, "slow")
     assert gave_up.kfold == 0 and gave_up.reserve == 60
-    assert "no k-fold final stage: even 3 folds" in capsys.readouterr().out
+    assert "no k-fold final stage" in capsys.readouterr().out
     assert folds_fit(plan, opts, cost, 6000, "fewer") == plan
     forced = TuneOptions(timeout=300, kfold="5")
     assert folds_fit(make_plan(forced, 6000, "CPU"), forced, cost, 6000, "slow").kfold == 5
+    # --quick --timeout 90 on 1,200 rows: the folds' 45 s would leave the search 15 s, less than
+    # two warm-start trials of ~9 s (the kernel test's run completed no trial)
+    short = TuneOptions(timeout=90, max_epochs=8)
+    plan = make_plan(short, 1200, "CPU")
+    assert plan.kfold == 5 and plan.reserve == 45
+    warm = CostModel(per_mac, {"warm": int(9.0 / 8 / epoch_seconds(per_mac, 768, 192))})
+    assert folds_fit(plan, short, warm, 1200, "warm").kfold == 0
+    assert "would not hold 2 trials of warm" in capsys.readouterr().out
 
 
 def test_fewer_folds_when_five_cannot_each_train_their_epochs():

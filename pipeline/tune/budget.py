@@ -21,6 +21,9 @@ from pipeline.options import TuneOptions
 # of the budget, kept for the k folds (pipeline.tune.kfold): k fits of ~1.25x a trial's rows
 # each. A starting point, not yet measured against other shares (bench/suite.py will).
 KFOLD_SHARE = 0.5
+# ... unless the search left beside the folds could not hold this many warm-start trials: at
+# --quick --timeout 90 on 1,200 rows the folds kept 60 s and the search's 30 s completed no trial
+SEARCH_HOLDS = 2
 
 FINAL_RESERVE = 60.0  # seconds kept for predicting and writing, beyond any refit
 EXIT_MARGIN = 30.0  # seconds of the budget left for process start-up and exit
@@ -101,8 +104,8 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
         reserve = max(FINAL_RESERVE, FINAL_SHARE * opts.timeout)
     keep = KEEP_MODELS if opts.ensemble == "auto" else max(KEEP_MODELS, int(opts.ensemble))
     kfold = kfold_plan(opts, n_used, final)
-    if kfold and not opts.search_only:
-        reserve = max(FINAL_RESERVE, KFOLD_SHARE * opts.timeout)
+    if kfold and not opts.search_only:  # the folds keep their own margin for predicting
+        reserve = KFOLD_SHARE * opts.timeout
     return TunePlan(
         device=device,
         timeout=opts.timeout,
@@ -127,18 +130,26 @@ def folds_fit(plan: TunePlan, opts: TuneOptions, cost: CostModel, n_labelled: in
 
     if not plan.kfold or opts.kfold != "auto" or model not in cost.macs:
         return plan
+    from pipeline.tune import log
+
+    give_up = dataclasses.replace(plan, kfold=0, reserve=min(FINAL_RESERVE, 0.2 * opts.timeout))
+    trial = plan.max_epochs * cost.epoch_seconds(model, int(0.64 * n_labelled),
+                                                 int(0.16 * n_labelled))  # fmt: skip
+    search = plan.timeout - plan.reserve - EXIT_MARGIN
+    if search < SEARCH_HOLDS * trial:
+        log(f"no k-fold final stage: the search's ~{max(search, 0):.0f} s left beside it would "
+            f"not hold {SEARCH_HOLDS} trials of {model} (~{trial:.0f} s each)")  # fmt: skip
+        return give_up
     need = 0.0
     for k in range(plan.kfold, MIN_FOLDS - 1, -1):
         fold = cost.epoch_seconds(model, n_labelled * (k - 1) // k, n_labelled // k)
         need = k * MIN_FOLD_EPOCHS * fold
         if need <= plan.reserve:
             return plan
-    from pipeline.tune import log
-
     log(f"no k-fold final stage: even {MIN_FOLDS} folds of {MIN_FOLD_EPOCHS} epochs of {model} "
         f"would take ~{need:.0f} s of the {plan.reserve:.0f} s kept for them; the search keeps "
         "the time")  # fmt: skip
-    return dataclasses.replace(plan, kfold=0, reserve=min(FINAL_RESERVE, 0.2 * opts.timeout))
+    return give_up
 
 
 def kfold_plan(opts: TuneOptions, n_labelled: int, final_fit: bool) -> int:
