@@ -114,7 +114,8 @@ def folds_that_fit(records: list, n_trial: int, y, least: int, seconds: float, k
 
 
 def fold_epochs(ctx, records: list, y, k: int):
-    """(folds, epochs of a fold's networks) for the time left; folds 0 when they do not fit."""
+    """(folds, epochs of a fold's networks) for the time left; (0, seconds short) when they do
+    not fit."""
     network = [r for r in records if not is_classical(r)]
     least = max(network[0].metrics.epochs_run, 1) if network else 1
     least = min(least, ctx.opts.final_max_epochs or least)
@@ -140,10 +141,10 @@ def fold_members(ctx, trials: list, y, k: int):
     while True:
         records = [read_trial(t) for t in members]
         folds, epochs = fold_epochs(ctx, records, y, k)
-        networks = [i for i, r in enumerate(records) if not is_classical(r)]
         if folds or len(members) <= 1:
             break
-        drop = len(members) - 1 if networks[:1] != [len(members) - 1] else len(members) - 2
+        lead = next((i for i, r in enumerate(records) if not is_classical(r)), None)
+        drop = max(i for i in range(len(members)) if i != lead)  # the last, not the lead network
         log(f"final: the folds leave out trial {members[drop].number} ({records[drop].model}): "
             "with it they do not fit the time left")  # fmt: skip
         members.pop(drop)
@@ -211,7 +212,7 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
     epochs_ran, left_out, planned = [], [], epochs
     end = ctx.budget.deadline - PREDICT_MARGIN_S
     folds = list(folds)
-    k, share = len(folds), len(folds) * len(records)
+    k, parts = len(folds), len(folds) * len(records)
     order = sorted(range(len(records)), key=lambda j: not is_classical(records[j]))
     t0 = time.monotonic()
     for i, (tr, va) in enumerate(folds):
@@ -229,7 +230,7 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
             model, n = train_fold(r, ctx.ds, data, epochs, end, mirror, ctx.opts.seed + i)
             ran = ran if is_classical(r) else n
             oof[j, va] = np.mean(view_probas(model, x[va], which[j]), axis=0)
-            test += np.mean(view_probas(model, ctx.ds.x_test, which[j]), axis=0) / share
+            test += np.mean(view_probas(model, ctx.ds.x_test, which[j]), axis=0) / parts
         epochs_ran.append(ran)
         left_out.append(va)
         acc = float((oof[:, va].mean(axis=0).argmax(1) == y[va]).mean())
