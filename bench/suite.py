@@ -213,6 +213,7 @@ def run_pipeline(checkout: Path, comp: Path, budget: int, work: Path, extra) -> 
         b = json.loads(best.read_text())
         e = b.get("estimate") or {}
         out.update(estimate=e.get("accuracy"), low=e.get("low"), high=e.get("high"),
+                   test_low=e.get("test_low"), test_high=e.get("test_high"),
                    rows=e.get("rows"), scored_on=e.get("scored_on"), model=b.get("model"),
                    ensemble=len(b.get("ensemble") or []))  # fmt: skip
     return out
@@ -264,15 +265,18 @@ NAMES = ("demo", "digits8", "digits28", "fer48", "rgb32", "five", "float01", "im
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| competition | rows | budget s | pipeline sealed | estimate (95%) | s | tree MiB "
-            "| logreg | SVC | ref CNN |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    head = ("| competition | rows | budget s | pipeline sealed | estimate (95%) | test score "
+            "95% | s | tree MiB | logreg | SVC | ref CNN |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     lines = [head]
     for r in rows:
         est = (f"{r['estimate']:.4f} ({r['low']:.3f}-{r['high']:.3f}, {r['rows']} {r['scored_on']})"
                if r.get("estimate") is not None else "-")  # fmt: skip
+        test = (f"{r['test_low']:.3f}-{r['test_high']:.3f}" if r.get("test_low") is not None
+                else "-")  # fmt: skip
         lines.append(
             f"| {r['competition']} | {r['labelled']} | {r['budget']} | {r.get('sealed', '-')} | "
-            f"{est} | {r.get('seconds')} | {r.get('tree_mib')} | {r.get('logreg', '-')} | "
+            f"{est} | {test} | {r.get('seconds')} | {r.get('tree_mib')} | {r.get('logreg', '-')} | "
             f"{r.get('svc', '-')} | {r.get('cnn', '-')} |"
         )
     return "\n".join(lines)

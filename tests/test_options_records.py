@@ -121,6 +121,22 @@ def test_estimate_interval_is_wilsons():
     assert Estimate.of(1.0, 10, "validation").high == pytest.approx(1.0)
 
 
+def test_the_test_scores_interval_counts_the_test_sets_own_rows():
+    """digits28 at 900 s: 0.999 on 6,000 out-of-fold rows, 1.0000 on its 2,000 sealed rows,
+    above the accuracy's interval; the test score's interval holds it, and is wider the fewer
+    rows either side has. Without test rows there is none."""
+    e = Estimate.of(0.999, 6000, "out-of-fold", test_rows=2000)
+    assert e.high < 1.0 and e.test_high == pytest.approx(1.0)
+    assert e.test_low < e.low and "2000 test images" in e.text()
+    wide = Estimate.of(0.8638, 1600, "holdout").for_test(2000)  # rgb32: sealed 0.8820
+    assert wide.high < 0.8820 < wide.test_high
+    big = wide.for_test(20_000)
+    assert wide.test_high - wide.test_low > big.test_high - big.test_low > wide.high - wide.low
+    perfect = Estimate.of(1.0, 300, "holdout", test_rows=300)
+    assert perfect.test_low < 0.99 and perfect.test_high == 1.0
+    assert Estimate.of(0.9, 100, "holdout").test_low is None
+
+
 def test_trial_record_through_optuna_user_attrs():
     study = optuna.create_study(direction="maximize")
     trial = study.ask()

@@ -74,6 +74,10 @@ def test_study_resumes_and_final_stage_writes_everything(demo_small, tmp_path, c
     assert estimate["scored_on"] == "holdout" and estimate["rows"] == 120
     assert estimate["accuracy"] == best["holdout_accuracy"]
     assert estimate["low"] < best["holdout_accuracy"] < estimate["high"]
+    # and where the score on the test images should fall: wider, for their own rows
+    assert estimate["test_rows"] == len(pd.read_csv(sub_path))
+    assert estimate["test_low"] < estimate["low"] and estimate["test_high"] >= estimate["high"]
+    assert "test images should fall in" in out
     trials = pd.read_csv(tune_dir / "trials.csv")
     for col in (
         "number",

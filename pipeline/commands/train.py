@@ -120,7 +120,7 @@ def run_estimate(record: RunRecord, ds: Dataset):
     from pipeline.records import Estimate
 
     rows = record.validation_rows or len(ds.y_train) - int(0.8 * len(ds.y_train))
-    return Estimate.of(record.metrics.val_accuracy, rows, "validation")
+    return Estimate.of(record.metrics.val_accuracy, rows, "validation", len(ds.x_test))
 
 
 def run(opts: TrainOptions) -> int:

@@ -120,6 +120,8 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
             shutil.rmtree(tune_dir / CHECKPOINT, ignore_errors=True)  # no other fit's state
             submitted = by_final_fit(ctx, decisions)
     submitted = submitted or by_trials(ctx, decisions)
+    estimate = submitted.estimate.for_test(len(ctx.ds.x_test))
+    submitted = dataclasses.replace(submitted, estimate=estimate)
     log(f"final: estimate of what is submitted {submitted.estimate.text()}"
         + ("" if submitted.estimate.scored_on != "validation"
            else " (not honest: --refit trained on the holdout)"))  # fmt: skip
