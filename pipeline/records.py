@@ -252,7 +252,9 @@ def load_json(cls: type[T], path: Path) -> T:
 def write_trial(trial, record: TrialRecord) -> None:
     """Store the record's known fields as the trial's Optuna user attributes."""
     for key, value in to_dict(record).items():
-        if value not in (None, {}, False):
+        # identity, not ``in``: 0 == False, and a metric of 0.0 (a diverged trial's train
+        # accuracy) dropped that way took every metric of the trial with it
+        if not (value is None or value is False or (isinstance(value, dict) and not value)):
             trial.set_user_attr(key, value)
 
 

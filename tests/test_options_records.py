@@ -156,6 +156,16 @@ def test_trial_record_through_optuna_user_attrs():
     assert read_trial(old).validation_artifact == "abc"
 
 
+def test_a_metric_of_zero_survives_the_user_attrs():
+    # 0.0 == False: a trial whose training accuracy was 0.0 once read back with no metrics
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    zero = dataclasses.replace(METRICS, train_accuracy=0.0, val_loss=0.0, best_epoch=0)
+    write_trial(trial, TrialRecord(model="cnn1", metrics=zero))
+    study.tell(trial, 0.9)
+    assert read_trial(study.trials[0]).metrics == zero
+
+
 @pytest.mark.parametrize(
     "device, labelled, flags, rows, final",
     [
