@@ -55,6 +55,20 @@ def summary(rows: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def stretch_summary(rows: list[dict]) -> str:
+    """Per variant with a last stretch: the sealed score of the submitted model over the one
+    the estimate measured (before the stretch), paired within each run."""
+    lines = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        pairs = [r["sealed_accuracy"] - r["measured_sealed_accuracy"] for r in rows
+                 if r["variant"] == name and r.get("measured_sealed_accuracy") is not None
+                 and r.get("sealed_accuracy") is not None]  # fmt: skip
+        if pairs:
+            lines.append(f"{name}: the stretch over the measured model {sum(pairs) / len(pairs):+.4f}"
+                         f" ({min(pairs):+.4f}..{max(pairs):+.4f}) over {len(pairs)} runs")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="1,2,3")
@@ -78,6 +92,7 @@ def main() -> None:
             print(json.dumps(r), flush=True)
             (OUT / f"ablate-{stamp}.json").write_text(json.dumps(rows, indent=2))
     print(summary(rows, [n for n, _ in chosen]))
+    print(stretch_summary(rows))
 
 
 if __name__ == "__main__":

@@ -104,10 +104,27 @@ def run_one(checkout: Path, comp: Path, labels: Path, budget: int, work: Path, e
         fit = b.get("final_fit") or {}
         result["final_epochs"] = fit.get("epochs_run")
         result["search_seconds"] = b.get("search_seconds")
+        stretch = fit.get("stretch") or {}
+        result["stretch_epochs"] = stretch.get("epochs_run")
+        result["pseudo_rows"] = stretch.get("pseudo_rows")
+        measured = best.parent / "test_proba_measured.npy"
+        if measured.exists():  # the model the estimate scored, before its last stretch
+            result["measured_sealed_accuracy"] = measured_score(measured, labels)
     trials = next((work / "artifacts").glob("*/tune/trials.csv"), None)
     if trials:
         result["trials"] = pd.read_csv(trials)["state"].value_counts().to_dict()
     return result
+
+
+def measured_score(probs_file: Path, labels: Path) -> float:
+    """Sealed accuracy of saved test probabilities (rows in the test file's order, sorted by Id
+    as sealed_competition writes it; columns the sorted labels)."""
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.read_csv(labels).sort_values("Id")["Label"].to_numpy()
+    classes = np.unique(truth)
+    return round(float((classes[np.load(probs_file).argmax(1)] == truth).mean()), 4)
 
 
 def main() -> None:

@@ -219,6 +219,13 @@ def _tune_final_flags(p) -> None:
         help="left-right mirror in the final fit's augmentation and at test time (default auto: "
         "where the labels survive it, measured on the trials' validation images)",
     )
+    p.add_argument(
+        "--last-stretch",
+        choices=["off", "labelled", "labelled+test"],
+        help="after the holdout scores the final fit (the estimate), train it a few more epochs "
+        "on every labelled row (labelled), and on the test images it labels confidently "
+        f"(labelled+test) (default {_default(o.TuneOptions, 'last_stretch')})",
+    )
 
 
 def _tune_run_flags(p) -> None:

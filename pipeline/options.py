@@ -122,6 +122,7 @@ class TuneOptions(Options):
     final_max_epochs: int | None = None  # None: as many as the budget holds
     final_trial: int | None = None  # None: the best trial's configuration
     flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off
+    last_stretch: str = "off"  # after the estimate: off, labelled, labelled+test (stretch.py)
     max_failures: int = 5
     limit: int | None = None
     no_report: bool = False

@@ -126,6 +126,21 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class StretchRecord:
+    """What the final fit's last stretch trained after the holdout scored it
+    (pipeline.tune.stretch; best.json's ``final_fit.stretch``)."""
+
+    epochs_run: int
+    seconds: float
+    labelled_rows: int  # the training split and the holdout
+    pseudo_rows: int  # test images with their predicted labels
+    pseudo_threshold: float | None  # the confidence they passed (None: no test images)
+    pseudo_holdout_precision: float | None  # the measured model's, at that threshold
+    learning_rate: float  # at the stretch's start
+    measured_model_path: str  # the model the estimate scored (before the stretch)
+
+
+@dataclass(frozen=True)
 class FinalFitRecord:
     """The best configuration trained again on the whole training split for as many epochs as
     the budget holds, scored at its last epoch on the whole holdout, which chose nothing: the
@@ -151,6 +166,9 @@ class FinalFitRecord:
     started_from: str | None = None  # the trial's saved model whose weights it started from
     predict_kept_s: float | None = None  # seconds the fit left for predicting (the formula)
     predict_used_s: float | None = None  # seconds predicting the holdout and the test took
+    images_per_second: float | None = None  # the fit's measured training pace
+    stretch_kept_s: float | None = None  # seconds kept for the last stretch (0: none)
+    stretch: StretchRecord | None = None  # the last stretch, where it ran (what is submitted)
 
 
 @dataclass(frozen=True)

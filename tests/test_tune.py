@@ -580,3 +580,75 @@ def test_the_kfold_final_stage_trains_on_every_labelled_row_and_scores_out_of_fo
     assert best["options"]["kfold"] == "3" and best["honest"]
     sub_path = out.strip().splitlines()[-1]
     assert sub_path.endswith("-3fold.csv") and len(pd.read_csv(sub_path)) == 200
+
+
+def test_the_pseudo_label_threshold_is_the_lowest_confidence_precise_enough():
+    from pipeline.tune.stretch import pseudo_labelled, pseudo_threshold
+
+    # confidences 0.95 down to 0.5: the 6 most confident right, then wrong, right, wrong...
+    conf = np.array([0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5])
+    right = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 1], dtype=bool)
+    probs = np.stack([conf, 1 - conf], axis=1)
+    y = np.where(right, 0, 1)
+    assert pseudo_threshold(probs, y, precision=1.0) == (0.7, 1.0)
+    threshold, precision = pseudo_threshold(probs, y, precision=0.85)
+    assert threshold == 0.6 and precision == pytest.approx(7 / 8)
+    assert pseudo_threshold(probs, 1 - y, precision=0.5) == (None, None)  # never that right
+    test = np.array([[0.65, 0.35], [0.2, 0.8], [0.5, 0.5]])
+    keep, labels = pseudo_labelled(test, 0.6)
+    assert list(keep) == [0, 1] and list(labels) == [0, 1]
+    assert len(pseudo_labelled(test, None)[0]) == 0
+
+
+def test_the_last_stretch_trains_on_every_labelled_row_and_the_estimate_stays_measured(
+    demo_small, tmp_path, capsys, monkeypatch
+):
+    """--last-stretch labelled+test: the final fit is scored on the holdout, then trains on the
+    training split, the holdout and the confident test images; what is submitted is that model,
+    the estimate the measured one's."""
+    from pipeline import training
+    from pipeline.tune import stretch
+
+    seen = []
+    real = training.fit
+
+    def spy(model, settings, data, *a, **kw):
+        seen.append((data[0], data[1], settings))
+        return real(model, settings, data, *a, **kw)
+
+    monkeypatch.setattr(training, "fit", spy)
+    monkeypatch.setattr(stretch, "PSEUDO_PRECISION", 0.5)  # 1-2 epochs: few are 99% sure
+    args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
+                 "none", "--final-fit", "on", "--final-max-epochs", "2", "--last-stretch",
+                 "labelled+test")  # fmt: skip
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "final: last stretch: 600 labelled rows" in out
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    final, st = best["final_fit"], best["final_fit"]["stretch"]
+    assert st["labelled_rows"] == 600 and st["epochs_run"] == 1  # a 2-epoch fit: 1 at most
+    # the stretch's rows: the training split, the holdout, and the confident test images with
+    # the measured model's labels
+    from pipeline.data import holdout, load_competition
+    from pipeline.predict import load_model, predict_proba
+
+    ds = load_competition(demo_small)
+    x_tr, y_tr, x_ho, y_ho = holdout(ds, 42, 600)
+    measured = np.load(tune_dir / "test_proba_measured.npy")
+    keep = np.flatnonzero(measured.max(1) >= st["pseudo_threshold"])
+    assert st["pseudo_rows"] == len(keep) > 0
+    x, y, settings = seen[-1]
+    assert np.array_equal(x, np.concatenate([x_tr, x_ho, ds.x_test[keep]]))
+    assert np.array_equal(y, np.concatenate([y_tr, y_ho, measured[keep].argmax(1)]))
+    assert settings.learning_rate == pytest.approx(final["settings"]["learning_rate"] * 0.1)
+    # the estimate is the measured model's, on the holdout; what is submitted, the stretched one
+    assert best["holdout_accuracy"] == final["holdout_accuracy"]
+    assert st["measured_model_path"].endswith("final.keras")
+    assert best["model_path"].endswith("final-stretched.keras")
+    flip = final["flip"]
+    was = predict_proba(load_model(st["measured_model_path"]), x_ho, flip=flip)
+    assert abs(float((was.argmax(1) == y_ho).mean()) - best["holdout_accuracy"]) < 1e-6
+    now = predict_proba(load_model(best["model_path"]), ds.x_test, flip=flip)
+    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), now, atol=1e-5)
+    assert "estimate of the final fit before its last stretch" in out

@@ -122,9 +122,7 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     submitted = submitted or by_trials(ctx, decisions)
     estimate = submitted.estimate.for_test(len(ctx.ds.x_test))
     submitted = dataclasses.replace(submitted, estimate=estimate)
-    log(f"final: estimate of what is submitted {submitted.estimate.text()}"
-        + ("" if submitted.estimate.scored_on != "validation"
-           else " (not honest: --refit trained on the holdout)"))  # fmt: skip
+    log(estimate_line(submitted))
     log(f"final: test-time views {'with' if submitted.mirror[0] else 'without'} the mirror "
         f"({submitted.mirror[1]})")  # fmt: skip
     path = write_outputs(ctx, decisions, submitted, search_seconds)
@@ -135,6 +133,21 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     return path
 
 
+def estimate_line(s: Submitted) -> str:
+    """The estimate, and what it is the estimate of."""
+    stretch = s.fitted.stretch if s.fitted else None
+    if stretch is not None:
+        also = f" and {stretch.pseudo_rows} test images" if stretch.pseudo_rows else ""
+        return (
+            f"final: estimate of the final fit before its last stretch {s.estimate.text()}; "
+            f"what is submitted then trained {stretch.epochs_run} epochs more on every "
+            f"labelled row{also} (its own score cannot be measured: the holdout trained it)"
+        )
+    return f"final: estimate of what is submitted {s.estimate.text()}" + (
+        "" if s.estimate.scored_on != "validation"
+        else " (not honest: --refit trained on the holdout)")  # fmt: skip
+
+
 def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     """The chosen configuration trained on the whole training split; None without time."""
     from pipeline.models import get_entry
@@ -143,7 +156,8 @@ def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
 
     best = d.trials[0]
     job = FinalFitJob(best.number, read_trial(best), d.flip, ctx.tune_dir, ctx.opts.seed,
-                      ctx.opts.final_max_epochs, ctx.opts.tta, d.files[best.number][0])  # fmt: skip
+                      ctx.opts.final_max_epochs, ctx.opts.tta, d.files[best.number][0],
+                      ctx.opts.last_stretch)  # fmt: skip
     if get_entry(job.trial.model).classical:  # fit once on the whole split, no epochs
         mirror = test_mirror(d.flip, trained_with_mirror=False)
         out = final_fit_classical(job, ctx.ds, ctx.splits.holdout, ctx.budget, mirror[0],
@@ -159,7 +173,31 @@ def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     used = round((fitted.predict_used_s or 0) + time.monotonic() - t0, 1)
     fitted = dataclasses.replace(fitted, predict_used_s=used)
     estimate = Estimate.of(fitted.holdout_accuracy, fitted.holdout_rows, "holdout")
+    if fitted.stretch_kept_s:
+        probs, fitted = stretched(ctx, (model, fitted), probs, time.monotonic() - t0, mirror[0])
     return Submitted(probs, [best], estimate, fitted.holdout_accuracy, fitted, mirror)
+
+
+def stretched(ctx: FinalContext, out: tuple, probs, predict_s: float, mirror: bool):
+    """(test probabilities, record) after the final fit's last stretch (tune/stretch.py); the
+    measured model's, as they were, when the stretch cannot run. The measured model's test
+    probabilities are kept as ``test_proba_measured.npy``. ``out``: the final fit's (model,
+    record); ``predict_s``: the seconds its test prediction took."""
+    from pipeline.predict import predict_proba
+    from pipeline.tune.budget import PREDICT_FIXED_S, PREDICT_MARGIN
+    from pipeline.tune.stretch import run_stretch
+
+    model, fitted = out
+    np.save(ctx.tune_dir / "test_proba_measured.npy", probs)
+    holdout = np.load(ctx.tune_dir / "models" / "final.holdout.npy")
+    reserve = predict_s * PREDICT_MARGIN + PREDICT_FIXED_S  # the test again, after the stretch
+    out = run_stretch(model, fitted, ctx.opts.last_stretch, ctx.splits.holdout, ctx.ds.x_test,
+                      (holdout, probs), ctx.budget, reserve, ctx.tune_dir / "models")  # fmt: skip
+    if out is None:
+        return probs, fitted
+    model, record, path = out
+    probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=mirror)
+    return probs, dataclasses.replace(fitted, stretch=record, model_path=str(path))
 
 
 def by_refit(ctx: FinalContext, d: Decisions) -> Submitted | None:

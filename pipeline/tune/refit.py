@@ -16,6 +16,7 @@ from pipeline.data.split import Split
 from pipeline.records import FinalFitRecord, FlipDecision, TrialRecord
 from pipeline.tune import log
 from pipeline.tune.budget import FORWARD_SHARE, Budget, epoch_seconds, predict_seconds
+from pipeline.tune.stretch import stretch_seconds
 
 # Each final epoch is followed by a validation pass that only prints progress (the honest score
 # is taken once, after the last epoch, on the whole holdout): a few thousand holdout images
@@ -35,6 +36,7 @@ class FinalFitJob:
     max_epochs: int | None = None  # None: as many as the budget holds
     tta: bool = False  # one-pixel shifts at test time
     init: Path | None = None  # the trial's saved model: the fit starts from its weights
+    stretch: str = "off"  # the last stretch after the holdout scored it (tune/stretch.py)
 
     @property
     def checkpoint(self) -> Path:
@@ -79,6 +81,9 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     resumed = read_checkpoint(job.checkpoint)
     done = resumed["epoch"] if resumed else 0
     left = budget.left() - pace.predict_s()
+    n_rows = len(y_tr) + len(y_va) + (len(ds.x_test) if job.stretch == "labelled+test" else 0)
+    stretch_s = stretch_seconds(job.stretch, left, pace.epoch_s, len(y_tr), n_rows)
+    left -= stretch_s
     epochs = min(int(left // pace.epoch_s) + done, job.max_epochs or 10_000)
     if epochs - done < 2 and not resumed:
         why = (f"--final-max-epochs {job.max_epochs}" if job.max_epochs and job.max_epochs < 2
@@ -87,18 +92,21 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
         return None
     if resumed:
         log(f"final: resuming {job.trial.model} from epoch {done} ({job.checkpoint})")
-    model, result = train_final(job, ds, split, budget, pace, epochs, resumed)
+    model, result = train_final(job, ds, split, budget, pace, epochs, resumed, stretch_s)
     t0 = time.monotonic()
     record = score_final(job, result, split, which, n_progress, store, study)
     # the time kept back for predicting, and (with the test set, see final.by_final_fit) used
     record = dataclasses.replace(record, predict_kept_s=round(pace.predict_s(), 1),
-                                 predict_used_s=round(time.monotonic() - t0, 1))  # fmt: skip
+                                 predict_used_s=round(time.monotonic() - t0, 1),
+                                 stretch_kept_s=round(stretch_s, 1))  # fmt: skip
     return model, record
 
 
 def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
-                pace: FinalFitPace, epochs: int, resumed: dict | None):  # fmt: skip
-    """Build the configuration, start from the trial's weights, fit to the deadline."""
+                pace: FinalFitPace, epochs: int, resumed: dict | None,
+                stretch_s: float = 0.0):  # fmt: skip
+    """Build the configuration, start from the trial's weights, fit to the deadline (less
+    ``stretch_s``, kept for the last stretch)."""
     from pipeline import callbacks
     from pipeline.device import fresh_session
     from pipeline.models import build_model
@@ -125,7 +133,8 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
     )
     result = fit(
         model, settings, (x_tr, y_tr, x_va[:n_progress], y_va[:n_progress]), ds.num_classes,
-        deadline=lambda: budget.deadline - pace.predict_s(), verbose=0, keep_best=False,
+        deadline=lambda: budget.deadline - pace.predict_s() - stretch_s, verbose=0,
+        keep_best=False,
         checkpoint=job.checkpoint,
         callbacks=[callbacks.EpochLog(log, "final: "),
                    callbacks.ValidationPassTimer(n_progress, pace.per_image)],
@@ -168,7 +177,8 @@ def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, 
         holdout_rows=len(y_va), holdout_accuracy_plain=acc_plain, holdout_accuracy_tta=acc_tta,
         holdout_accuracy=acc_tta, tta=job.tta, model_path=str(path), settings=settings,
         flip=job.flip.invariant, progress_rows=n_progress,
-        started_from=str(job.init) if started else None, **uploaded,
+        started_from=str(job.init) if started else None,
+        images_per_second=m.train_images_per_second, **uploaded,
     )  # fmt: skip
 
 
