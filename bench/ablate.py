@@ -64,8 +64,9 @@ def stretch_summary(rows: list[dict]) -> str:
                  if r["variant"] == name and r.get("measured_sealed_accuracy") is not None
                  and r.get("sealed_accuracy") is not None]  # fmt: skip
         if pairs:
-            lines.append(f"{name}: the stretch over the measured model {sum(pairs) / len(pairs):+.4f}"
-                         f" ({min(pairs):+.4f}..{max(pairs):+.4f}) over {len(pairs)} runs")  # fmt: skip
+            mean = sum(pairs) / len(pairs)
+            lines.append(f"{name}: the stretch over the measured model {mean:+.4f} "
+                         f"({min(pairs):+.4f}..{max(pairs):+.4f}) over {len(pairs)} runs")  # fmt: skip
     return "\n".join(lines)
 
 
