@@ -65,8 +65,9 @@ def stretch_summary(rows: list[dict]) -> str:
                  and r.get("sealed_accuracy") is not None]  # fmt: skip
         if pairs:
             mean = sum(pairs) / len(pairs)
-            lines.append(f"{name}: the stretch over the measured model {mean:+.4f} "
-                         f"({min(pairs):+.4f}..{max(pairs):+.4f}) over {len(pairs)} runs")  # fmt: skip
+            spread = f"({min(pairs):+.4f}..{max(pairs):+.4f})"
+            lines.append(f"{name}: the stretch over the measured model {mean:+.4f} {spread} "
+                         f"over {len(pairs)} runs")  # fmt: skip
     return "\n".join(lines)
 
 
