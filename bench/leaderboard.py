@@ -80,13 +80,23 @@ def peak_rss_kib(stderr: str) -> int | None:
 
 
 def run_one(checkout: Path, comp: Path, labels: Path, budget: int, work: Path, extra) -> dict:
+    """One tune run, scored on the sealed labels. ``extra``: tune arguments, where a leading
+    ``NAME=VALUE`` is an environment variable of the run (a policy constant read from the
+    environment, for a benchmark)."""
+    import os
+
     import pandas as pd
+
+    env = dict(os.environ)
+    while extra and re.fullmatch(r"[A-Z_]+=\S*", extra[0]):
+        key, _, value = extra[0].partition("=")
+        env[key], extra = value, extra[1:]
 
     cmd = ["/usr/bin/time", "-v", str(checkout / "run.sh"), "tune", "--data", str(comp),
            "--artifacts", str(work / "artifacts"), "--submissions", str(work / "subs"),
            "--timeout", str(budget), "--no-report", *extra]  # fmt: skip
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout, env=env)
     wall = time.monotonic() - t0
     (work / "log.txt").write_text(proc.stdout + proc.stderr)
     subs = sorted((work / "subs").glob("*.csv"))

@@ -167,6 +167,7 @@ class FinalFitRecord:
     predict_kept_s: float | None = None  # seconds the fit left for predicting (the formula)
     predict_used_s: float | None = None  # seconds predicting the holdout and the test took
     images_per_second: float | None = None  # the fit's measured training pace
+    last_learning_rate: float | None = None  # of its last epoch (the cosine's end)
     stretch_kept_s: float | None = None  # seconds kept for the last stretch (0: none)
     stretch: StretchRecord | None = None  # the last stretch, where it ran (what is submitted)
 

@@ -652,3 +652,19 @@ def test_the_last_stretch_trains_on_every_labelled_row_and_the_estimate_stays_me
     now = predict_proba(load_model(best["model_path"]), ds.x_test, flip=flip)
     np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), now, atol=1e-5)
     assert "estimate of the final fit before its last stretch" in out
+
+
+def test_the_stretch_starts_at_a_fraction_of_the_peak_rate_or_at_the_last_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline.training import TrainSettings
+    from pipeline.tune.stretch import STRETCH_LR, stretch_learning_rate
+
+    fitted = SimpleNamespace(settings=TrainSettings("sgd-nesterov", 0.2, 0.9, 256, 10, False),
+                             last_learning_rate=0.004)  # fmt: skip
+    monkeypatch.delenv("PIPELINE_STRETCH_LR", raising=False)
+    assert stretch_learning_rate(fitted) == pytest.approx(0.2 * STRETCH_LR)
+    monkeypatch.setenv("PIPELINE_STRETCH_LR", "last")
+    assert stretch_learning_rate(fitted) == 0.004
+    monkeypatch.setenv("PIPELINE_STRETCH_LR", "0.03")
+    assert stretch_learning_rate(fitted) == pytest.approx(0.006)

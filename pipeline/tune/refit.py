@@ -178,7 +178,8 @@ def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, 
         holdout_accuracy=acc_tta, tta=job.tta, model_path=str(path), settings=settings,
         flip=job.flip.invariant, progress_rows=n_progress,
         started_from=str(job.init) if started else None,
-        images_per_second=m.train_images_per_second, **uploaded,
+        images_per_second=m.train_images_per_second,
+        last_learning_rate=(result.history.get("learning_rate") or [None])[-1], **uploaded,
     )  # fmt: skip
 
 

@@ -55,6 +55,17 @@ def pseudo_labelled(test_probs: np.ndarray, threshold: float | None):
     return keep, test_probs[keep].argmax(1)
 
 
+def stretch_learning_rate(fitted) -> float:
+    """The stretch's starting rate: STRETCH_LR of the fit's peak. A benchmark may set
+    PIPELINE_STRETCH_LR to another fraction, or to ``last``: the fit's last epoch's rate."""
+    import os
+
+    how = os.environ.get("PIPELINE_STRETCH_LR", str(STRETCH_LR))
+    if how == "last" and fitted.last_learning_rate:
+        return float(fitted.last_learning_rate)
+    return fitted.settings.learning_rate * float(how if how != "last" else STRETCH_LR)
+
+
 def stretch_seconds(mode: str, left: float, epoch_s: float, n_train: int, n_rows: int) -> float:
     """Seconds of the final fit's ``left`` kept for the stretch: STRETCH_SHARE of it, or 0
     when that cannot hold one epoch of its ``n_rows`` rows (an epoch of the ``n_train``
@@ -108,7 +119,7 @@ def run_stretch(model, fitted, mode: str, split, x_test, probs, budget, predict_
         log(f"final: no last stretch: one epoch on {len(y)} rows needs ~{per_epoch:.0f} s, "
             f"{budget.left() - predict_s:.0f} s left")  # fmt: skip
         return None
-    lr = fitted.settings.learning_rate * STRETCH_LR
+    lr = stretch_learning_rate(fitted)
     # its share of the fit's epochs at most, when the fit stopped short of the time
     most = max(1, math.ceil(fitted.epochs_run * STRETCH_SHARE / (1 - STRETCH_SHARE)))
     settings = fitted.settings.replace(learning_rate=lr, epochs=most, schedule="cosine",
