@@ -193,10 +193,13 @@ def decide(opts, fits: bool, study, validation: tuple, num_classes: int, models_
             "./run.sh tune with a larger --timeout"
         )
     chosen, scores = choose_ensemble(kept, files, opts.ensemble, y_val)
+    using = f"using k={len(chosen)}"
+    if fits or opts.refit:  # they train one configuration; the average is their fallback
+        using = f"trial {chosen[0].number}'s configuration is trained ({using} if it cannot be)"
     log(
         "final: validation accuracy of the top-k ensembles: "
         + ", ".join(f"k={i}: {s:.4f}" for i, s in scores.items())
-        + f"; using k={len(chosen)}"
+        + f"; {using}"
     )
     if flip is None:
         flip = flip_decision(opts.flip, files[chosen[0].number][0], x_val, y_val, num_classes)
