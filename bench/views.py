@@ -35,7 +35,8 @@ def run_data(run: Path):
     tag, seed = run.name.split("-")[-3], run.name.split("-")[-1]  # ablate-STAMP-TAG-NAME-SEED
     comp = ROOT / "bench" / "results" / f"sealed-{tag}-{seed}" / "fashion-mnist"
     ds = load_competition(comp)
-    labels = pd.read_csv(comp.parent / "labels.csv").set_index("Id").loc[ds.test_ids, "Label"]
+    sealed = pd.read_csv(comp.parent / "labels.csv", dtype={"Id": str}).set_index("Id")
+    labels = sealed.loc[ds.test_ids, "Label"]
     truth = np.searchsorted(ds.classes, labels.to_numpy())
     return tune, ds, holdout(ds, 42), truth
 
