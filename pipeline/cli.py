@@ -64,6 +64,16 @@ def _auto_or_int(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+def _epochs(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs >= 0, got {text!r}")
+    return value
+
+
 def _default(cls: type[o.Options], name: str) -> str:
     value = cls.default(name)
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -225,6 +235,13 @@ def _tune_final_flags(p) -> None:
         help="after the holdout scores the final fit (the estimate), train it a few more epochs "
         "on every labelled row (labelled), and on the test images it labels confidently "
         f"(labelled+test) (default {_default(o.TuneOptions, 'last_stretch')})",
+    )
+    p.add_argument(
+        "--ema",
+        type=_epochs,
+        metavar="EPOCHS",
+        help="the final fit submits the moving average of its weights over about this many "
+        f"last epochs (default {_default(o.TuneOptions, 'ema')}: off, the last epoch's weights)",
     )
 
 

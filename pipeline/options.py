@@ -123,6 +123,7 @@ class TuneOptions(Options):
     final_trial: int | None = None  # None: the best trial's configuration
     flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off
     last_stretch: str = "off"  # after the estimate: off, labelled, labelled+test (stretch.py)
+    ema: float = 0.0  # the final fit keeps its weights' moving average over ~N epochs (0: off)
     max_failures: int = 5
     limit: int | None = None
     no_report: bool = False

@@ -78,6 +78,9 @@ class TrainSettings:
     # the learning rate rises linearly from ~0 over this many epochs (batch-norm nets at a high
     # rate otherwise start from a few bad steps, and pruning judged them on those)
     warmup_epochs: float = 0.0
+    # the weights kept at the end are the exponential moving average of the optimizer's steps
+    # over about this many epochs (Keras's optimizer EMA); 0: the last step's weights
+    ema_epochs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,19 +148,29 @@ def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
     return TrainSettings(**base)
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0):
+def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
+    """The per-step momentum of a moving average whose horizon is ``epochs`` epochs."""
+    return max(0.0, 1.0 - 1.0 / max(epochs * steps_per_epoch, 1.0))
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0,
+                   ema: float = 0.0):  # fmt: skip
+    """The named optimizer; ``ema`` > 0: it keeps a moving average of the weights with that
+    per-step momentum, which ``model.fit`` writes into the model when it ends."""
     import keras
 
+    extra = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **extra)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, **extra)
     if name == "sgd-nesterov":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum or 0.9, nesterov=True)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum or 0.9, nesterov=True,
+                                    **extra)  # fmt: skip
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
+        return keras.optimizers.RMSprop(learning_rate, **extra)
     if name == "adadelta":
-        return keras.optimizers.Adadelta(learning_rate)
+        return keras.optimizers.Adadelta(learning_rate, **extra)
     raise PipelineError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
@@ -323,8 +336,9 @@ def fit(
 
     keras.utils.set_random_seed(settings.seed)
     x_train, y_train, x_val, y_val = data
-    bn_momentum = adapt_batch_norm(model, math.ceil(len(x_train) / settings.batch_size))
-    _compile(model, settings, info.get("jit_compile", False))
+    steps = math.ceil(len(x_train) / settings.batch_size)
+    bn_momentum = adapt_batch_norm(model, steps)
+    _compile(model, settings, info.get("jit_compile", False), steps)
     state = _resume(model, checkpoint)
     initial = state["epoch"] if state else 0
     cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
@@ -364,11 +378,14 @@ def fit(
     return FitResult(model, history, metrics, resumed_from=initial)
 
 
-def _compile(model, settings: TrainSettings, jit_compile: bool) -> None:
+def _compile(model, settings: TrainSettings, jit_compile: bool, steps_per_epoch: int) -> None:
     import keras
 
+    ema = ema_momentum(settings.ema_epochs, steps_per_epoch) if settings.ema_epochs > 0 else 0.0
     model.compile(
-        optimizer=make_optimizer(settings.optimizer, settings.learning_rate, settings.momentum),
+        optimizer=make_optimizer(
+            settings.optimizer, settings.learning_rate, settings.momentum, ema
+        ),  # fmt: skip
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,

@@ -257,3 +257,51 @@ def test_final_fit_starts_from_the_trials_weights_when_they_fit(tmp_path):
     assert not start_from(other, path)
     for a, b in zip(other.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_ema_weights_are_the_ones_kept_and_saved(tmp_path):
+    """With ``ema_epochs`` the fit ends on the moving average of the weights after every step
+    (momentum from the epochs and the steps an epoch), and that is what a saved model holds;
+    without it, the last step's weights."""
+    import keras
+
+    from pipeline import artifacts
+    from pipeline.predict import load_model
+    from pipeline.training import ema_momentum
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 8, 8, 1)).astype(np.uint8)
+    y = rng.integers(0, 3, 64)
+    data = (x, y, x[:16], y[:16])
+
+    class Steps(keras.callbacks.Callback):  # the raw weights after each optimizer step
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append([v.numpy().copy() for v in self.model.trainable_variables])
+
+    for ema in (0.0, 2.0):
+        model = build_model("cnn1", (8, 8, 1), 3)
+        settings = settings_for(get_entry("cnn1"), optimizer="sgd", learning_rate=0.5,
+                                batch_size=16, epochs=3, ema_epochs=ema)  # fmt: skip
+        steps = Steps()
+        result = fit(model, settings, data, 3, callbacks=[steps], verbose=0, keep_best=False)
+        kept = [v.numpy() for v in result.model.trainable_variables]
+        assert len(steps.seen) == 3 * 4  # 64 rows at batch 16, 3 epochs
+        expected = steps.seen[-1]
+        if ema:
+            m = ema_momentum(ema, 4)
+            assert m == pytest.approx(1 - 1 / 8)
+            expected = steps.seen[0]
+            for seen in steps.seen[1:]:
+                expected = [m * a + (1 - m) * w for a, w in zip(expected, seen, strict=True)]
+            assert not np.allclose(kept[0], steps.seen[-1][0])  # not the last step's
+        for a, b in zip(kept, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        path = tmp_path / f"ema-{ema}.keras"
+        artifacts.save_model(result.model, path)
+        saved = load_model(path).trainable_variables
+        for a, b in zip(saved, kept, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b)

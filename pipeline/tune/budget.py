@@ -119,13 +119,15 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
 
 
 def folds_fit(plan: TunePlan, opts: TuneOptions, cost: CostModel, n_labelled: int,
-              model: str) -> TunePlan:  # fmt: skip
+              model: str, n_test: int = 0) -> TunePlan:  # fmt: skip
     """The plan, without k-fold (its reserve back to the search) when not even MIN_FOLDS folds
     of ``model`` (the warm start) could each train MIN_FOLD_EPOCHS epochs in the reserve (the
     final stage then takes the most folds that fit, pipeline.tune.kfold.folds_that_fit). In the
     suite at 300 s, 6,000-row competitions kept half the budget for folds that could not run,
     and left it idle (160 of 300 s used); at 900 s fer48 gave its folds up because 5 did not
-    fit (~503 s of 450) where 3 would have (~250 s)."""
+    fit (~503 s of 450) where 3 would have (~250 s). Each fold also predicts the ``n_test`` test
+    images and its left-out rows in two views (plain and mirrored): at --quick on the demo
+    (3,000 labelled rows, 10,000 test images) that was most of a fold."""
     from pipeline.tune.kfold import MIN_FOLD_EPOCHS, MIN_FOLDS
 
     if not plan.kfold or opts.kfold != "auto" or model not in cost.macs:
@@ -143,7 +145,8 @@ def folds_fit(plan: TunePlan, opts: TuneOptions, cost: CostModel, n_labelled: in
     need = 0.0
     for k in range(plan.kfold, MIN_FOLDS - 1, -1):
         fold = cost.epoch_seconds(model, n_labelled * (k - 1) // k, n_labelled // k)
-        need = k * MIN_FOLD_EPOCHS * fold
+        predict = cost.epoch_seconds(model, 0, 2 * (n_test + n_labelled // k))
+        need = k * (MIN_FOLD_EPOCHS * fold + predict)
         if need <= plan.reserve:
             return plan
     log(f"no k-fold final stage: even {MIN_FOLDS} folds of {MIN_FOLD_EPOCHS} epochs of {model} "
@@ -281,23 +284,24 @@ def measure_cost(ds, cache: Path) -> float:
 
 
 def entry_macs(name: str, ds) -> int:
-    """Multiply-accumulates of one forward pass of entry ``name`` on one of the data's images."""
-    from pipeline.device import fresh_session
+    """Multiply-accumulates of one forward pass of entry ``name`` on one of the data's images
+    (in the session as it is: :func:`cost_model` clears it once around all the entries)."""
     from pipeline.models import build_model, count_macs
 
-    fresh_session()
-    macs = count_macs(build_model(name, ds.image_shape, ds.num_classes))
-    fresh_session()
-    return macs
+    return count_macs(build_model(name, ds.image_shape, ds.num_classes))
 
 
 def cost_model(ds, models: list[str], cache: Path) -> CostModel:
     """The cost model for ``models`` on this data; an entry that cannot be built for the data's
-    shape (too small for its pooling, say) is recorded with its reason, not measured."""
+    shape (too small for its pooling, say) is recorded with its reason, not measured. The
+    networks are built in one session, cleared before and after: clearing it around each one
+    cost ~0.9 s an entry, 14 s of a 150 s --quick run's 16 entries."""
     from pipeline.classical import probe_seconds
+    from pipeline.device import fresh_session
     from pipeline.models import get_entry
 
     macs, problems, classical = {}, {}, {}
+    fresh_session()
     for m in models:
         try:
             if get_entry(m).classical:
@@ -306,4 +310,5 @@ def cost_model(ds, models: list[str], cache: Path) -> CostModel:
                 macs[m] = entry_macs(m, ds)
         except Exception as exc:  # noqa: BLE001 - any failure to build is the reason
             problems[m] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+    fresh_session()
     return CostModel(measure_cost(ds, cache), macs, problems, classical=classical)

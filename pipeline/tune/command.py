@@ -177,7 +177,7 @@ def prepare_search(opts, ds, budget, device: str, cost, candidates, worker):
 
     plan = make_plan(opts, len(ds.y_train), device)
     n_labelled = min(opts.limit or len(ds.y_train), len(ds.y_train))
-    plan = folds_fit(plan, opts, cost, n_labelled, WARM_START["model"])
+    plan = folds_fit(plan, opts, cost, n_labelled, WARM_START["model"], len(ds.x_test))
     budget = budget.with_reserve(plan.reserve)
     study, url = open_study(opts, plan, ds.competition)
     splits = run_splits(ds, opts, plan)

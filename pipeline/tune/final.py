@@ -157,7 +157,7 @@ def by_final_fit(ctx: FinalContext, d: Decisions) -> Submitted | None:
     best = d.trials[0]
     job = FinalFitJob(best.number, read_trial(best), d.flip, ctx.tune_dir, ctx.opts.seed,
                       ctx.opts.final_max_epochs, ctx.opts.tta, d.files[best.number][0],
-                      ctx.opts.last_stretch)  # fmt: skip
+                      ctx.opts.last_stretch, ctx.opts.ema)  # fmt: skip
     if get_entry(job.trial.model).classical:  # fit once on the whole split, no epochs
         mirror = test_mirror(d.flip, trained_with_mirror=False)
         out = final_fit_classical(job, ctx.ds, ctx.splits.holdout, ctx.budget, mirror[0],

@@ -86,41 +86,62 @@ def is_classical(record: TrialRecord) -> bool:
     return get_entry(record.model).classical
 
 
-def fold_cost(records: list, n_trial: int, n_rows: int) -> tuple[float, float]:
-    """(seconds of a fold's classical fits, seconds of one epoch of all its networks)."""
+def fold_cost(records: list, n_trial: int, n_rows: int, n_predict: int = 0) -> tuple[float, float]:
+    """(seconds of a fold's fixed work: its classical fits, and every member predicting
+    ``n_predict`` images (the test set and the left-out rows, every view counted); seconds of one
+    epoch of all its networks). At --quick (3,000 labelled rows, 10,000 test images in 2 views)
+    predicting was most of a fold: planned without it, the second and third folds got 1 epoch."""
+    from pipeline.tune.budget import FORWARD_SHARE
+
     fixed = per_epoch = 0.0
     for r in records:
         if is_classical(r):
-            fixed += epoch_seconds(r, n_trial, n_rows)
+            from pipeline.classical import fit_seconds
+
+            fixed += fit_seconds(r.model, (r.metrics.seconds, n_trial), n_rows, n_predict)
         else:
-            per_epoch += epoch_seconds(r, n_trial, n_rows)
+            epoch = epoch_seconds(r, n_trial, n_rows)
+            per_epoch += epoch
+            fixed += epoch / max(n_rows, 1) * FORWARD_SHARE * n_predict
     return fixed, per_epoch
 
 
-def folds_that_fit(records: list, n_trial: int, y, least: int, seconds: float, k: int):
+def folds_that_fit(records: list, n_trial: int, y, least: int, seconds: float, k: int,
+                   predict: tuple[int, int] = (0, 1)):  # fmt: skip
     """(folds, seconds of an epoch of a fold's networks, seconds per fold for them): the most
     folds, ``k`` down to MIN_FOLDS, whose folds can each fit the classical members and train the
     networks ``least`` epochs in ``seconds`` (fewer folds train on fewer rows and get more time
     each); folds 0 when none can. In the suite a 6,000-row competition could not hold 5 folds
-    of 8 epochs in its 135 s and left them idle, where 3 would fit."""
+    of 8 epochs in its 135 s and left them idle, where 3 would fit. ``predict``: (test images,
+    views): each fold predicts them and its left-out rows."""
     k = min(k, int(np.bincount(y).min()))
     per_epoch, share = 0.0, 0.0
+    n_test, n_views = predict
     for folds in range(k, min(MIN_FOLDS, k) - 1, -1):
-        fixed, per_epoch = fold_cost(records, n_trial, len(y) * (folds - 1) // folds)
+        n_predict = n_views * (n_test + len(y) // folds)
+        fixed, per_epoch = fold_cost(records, n_trial, len(y) * (folds - 1) // folds, n_predict)
         share = seconds / folds - fixed
         if share >= least * per_epoch and share >= 0:
             return folds, per_epoch, share
     return 0, per_epoch, share
 
 
-def fold_epochs(ctx, records: list, y, k: int):
-    """(folds, epochs of a fold's networks) for the time left; (0, seconds short) when they do
-    not fit."""
+def least_epochs(ctx, records: list) -> int:
+    """The epochs a fold's networks must train at least: as many as the first network's trial
+    ran (short folds from scratch lose to a final fit from the trial's weights), or
+    ``--final-max-epochs`` when fewer; 1 without a network."""
     network = [r for r in records if not is_classical(r)]
     least = max(network[0].metrics.epochs_run, 1) if network else 1
-    least = min(least, ctx.opts.final_max_epochs or least)
+    return min(least, ctx.opts.final_max_epochs or least)
+
+
+def fold_epochs(ctx, records: list, y, k: int, n_views: int = 1):
+    """(folds, epochs of a fold's networks) for the time left; (0, seconds short) when they do
+    not fit. ``n_views``: the test-time views each fold predicts with."""
+    least = least_epochs(ctx, records)
     seconds = ctx.budget.left() - PREDICT_MARGIN_S
-    k, per_epoch, share = folds_that_fit(records, len(ctx.splits.search[1]), y, least, seconds, k)
+    k, per_epoch, share = folds_that_fit(records, len(ctx.splits.search[1]), y, least, seconds, k,
+                                         (len(ctx.ds.x_test), n_views))  # fmt: skip
     if k < 2:
         return 0, least * per_epoch - share
     if not per_epoch:
@@ -131,7 +152,7 @@ def fold_epochs(ctx, records: list, y, k: int):
     return k, min(cap, max(least, int(share / per_epoch)))
 
 
-def fold_members(ctx, trials: list, y, k: int):
+def fold_members(ctx, trials: list, y, k: int, n_views: int = 1):
     """(members, their records, folds, epochs): the chosen ensemble's trials, less its last
     members while their folds do not fit the time left (its first network stays); folds 0 when
     even that network's do not (a final fit then takes the time). In the suite's rgb32 at 900 s
@@ -140,7 +161,7 @@ def fold_members(ctx, trials: list, y, k: int):
     members = list(trials)
     while True:
         records = [read_trial(t) for t in members]
-        folds, epochs = fold_epochs(ctx, records, y, k)
+        folds, epochs = fold_epochs(ctx, records, y, k, n_views)
         if folds or len(members) <= 1:
             break
         lead = next((i for i, r in enumerate(records) if not is_classical(r)), None)
@@ -165,7 +186,8 @@ def by_kfold(ctx, d, k: int):
     from pipeline.tune.final import Submitted
 
     x, y = all_rows(ctx.splits.holdout)
-    members, records, k, epochs = fold_members(ctx, d.trials, y, k)
+    n_views = len(views(ctx.opts.tta, d.flip.invariant))  # at most: the mirror may be left out
+    members, records, k, epochs = fold_members(ctx, d.trials, y, k, n_views)
     if k < 2:
         return None
     flip = d.flip.invariant  # a network's folds train with the mirror
@@ -183,17 +205,18 @@ def by_kfold(ctx, d, k: int):
     folds = StratifiedKFold(k, shuffle=True, random_state=ctx.opts.seed).split(x, y)
     oof, test, ran = run_folds(ctx, records, (x, y), folds, epochs, flip, which)
     blend = oof.mean(axis=0)
-    acc = float((blend.argmax(1) == y).mean())
+    rows = np.sort(np.concatenate(ran[1]))  # every row, unless the last folds were left out
+    acc = float((blend[rows].argmax(1) == y[rows]).mean())
     np.save(ctx.tune_dir / "kfold_oof.npy", blend.astype(np.float32))
-    alone = [round(float((p.argmax(1) == y).mean()), 4) for p in oof]
+    alone = [round(float((p[rows].argmax(1) == y[rows]).mean()), 4) for p in oof]
     if len(records) > 1:
         each = ", ".join(f"{r.model} {a:.4f}" for r, a in zip(records, alone, strict=True))
         log(f"final: out-of-fold accuracy {each}, averaged {acc:.4f}")
     per_fold = [round(float((blend[va].argmax(1) == y[va]).mean()), 4) for va in ran[1]]
-    folds_record = FoldsRecord(k, members[0].number, records[0].model, len(y), round(acc, 4),
+    folds_record = FoldsRecord(k, members[0].number, records[0].model, len(rows), round(acc, 4),
                                per_fold, ran[0], round(time.monotonic() - t0, 1),
                                [t.number for t in members], alone)  # fmt: skip
-    estimate = Estimate.of(acc, len(y), "out-of-fold")
+    estimate = Estimate.of(acc, len(rows), "out-of-fold")
     return Submitted(test.astype(np.float32), members, estimate, None, mirror=mirror,
                      folds=folds_record)  # fmt: skip
 
@@ -207,42 +230,67 @@ def replanned(spent: float, epochs_done: int, left: float, folds_left: int, cap:
 
 
 def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, which: list):
-    """(out-of-fold probabilities per member, the test probabilities averaged over members and
-    folds, ([epochs per fold], [left-out rows per fold])). After the first fold the epochs are
-    re-planned at its measured pace (predictions and classical fits included), up or down: on
-    float01 at 900 s folds planned at the trials' pace ran 1.4x slower, the third fold's networks
-    got one epoch and the run ended 22 s over its budget; on digits8 at 300 s five folds kept to
-    the first plan's 22 epochs left 21 s (7%) unused."""
-    from pipeline.predict import view_probas
+    """(out-of-fold probabilities per member (rows of folds left out: zeros), the test
+    probabilities averaged over members and the folds run, ([epochs per fold], [left-out rows
+    per fold])). After each fold the epochs are re-planned at the measured pace (predictions
+    and classical fits included), up or down: on float01 at 900 s folds planned at the trials'
+    pace ran 1.4x slower, the third fold's networks got one epoch and the run ended 22 s over
+    its budget; on digits8 at 300 s five folds kept to the first plan's 22 epochs left 21 s
+    (7%) unused. The folds still to run are left out when they could not each train
+    :func:`least_epochs`: at --quick on the demo (3,000 rows) two folds of 1 epoch scored 0.12
+    and 0.27 out-of-fold and pulled the submission to 0.455 where the first fold read 0.71."""
 
     x, y = labelled
     oof = np.zeros((len(records), len(y), ctx.ds.num_classes))
     test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
     epochs_ran, left_out = [], []
-    cap = ctx.opts.final_max_epochs or MAX_EPOCHS
+    cap, least = ctx.opts.final_max_epochs or MAX_EPOCHS, least_epochs(ctx, records)
     end = ctx.budget.deadline - PREDICT_MARGIN_S
     folds = list(folds)
-    k, parts = len(folds), len(folds) * len(records)
+    k = len(folds)
     order = sorted(range(len(records)), key=lambda j: not is_classical(records[j]))
     t0 = time.monotonic()
     for i, (tr, va) in enumerate(folds):
         if i:
             epochs = replanned(time.monotonic() - t0, sum(epochs_ran), end - time.monotonic(),
                                k - i, cap)  # fmt: skip
-        # a fold's fit reports on its left-out rows every epoch (nothing decides on them): as
-        # many as a trial's validation rows, so an epoch costs what the trial's did
-        shown = va[: len(ctx.splits.search[3])]
-        data = (x[tr], y[tr], x[shown], y[shown])
-        ran = 1
-        for j in order:  # classical fits first: the networks' fits stop at the deadline
-            r = records[j]
-            mirror = flip and not is_classical(r)
-            model, n = train_fold(r, ctx.ds, data, epochs, end, mirror, ctx.opts.seed + i)
-            ran = ran if is_classical(r) else n
-            oof[j, va] = np.mean(view_probas(model, x[va], which[j]), axis=0)
-            test += np.mean(view_probas(model, ctx.ds.x_test, which[j]), axis=0) / parts
-        epochs_ran.append(ran)
+            if epochs < least:
+                log(f"final: folds {i + 1}-{k} left out: at the pace measured they could "
+                    f"train {epochs} epochs each, fewer than {least}; the submission averages "
+                    f"the {i} fold{'s' if i > 1 else ''} run, the estimate rests on "
+                    "their left-out rows")  # fmt: skip
+                break
+        ran = train_one_fold(ctx, records, (x, y, tr, va), epochs, flip, which, order, i)
+        oof[:, va], probs = ran[1], ran[2]
+        test += probs
+        epochs_ran.append(ran[0])
         left_out.append(va)
         acc = float((oof[:, va].mean(axis=0).argmax(1) == y[va]).mean())
-        log(f"final: fold {i + 1}/{k}: {ran} epochs, out-of-fold accuracy {acc:.4f}")
-    return oof, test, (epochs_ran, left_out)
+        log(f"final: fold {i + 1}/{k}: {ran[0]} epochs, out-of-fold accuracy {acc:.4f}")
+    return oof, test / len(left_out), (epochs_ran, left_out)
+
+
+def train_one_fold(ctx, records: list, fold, epochs: int, flip: bool, which: list,
+                   order: list, i: int):  # fmt: skip
+    """(epochs its networks ran, the members' probabilities of the left-out rows, the test
+    probabilities averaged over the members) of fold ``i``: (x, y, train rows, left-out
+    rows)."""
+    from pipeline.predict import view_probas
+
+    x, y, tr, va = fold
+    end = ctx.budget.deadline - PREDICT_MARGIN_S
+    # a fold's fit reports on its left-out rows every epoch (nothing decides on them): as many
+    # as a trial's validation rows, so an epoch costs what the trial's did
+    shown = va[: len(ctx.splits.search[3])]
+    data = (x[tr], y[tr], x[shown], y[shown])
+    ran = 1
+    held = np.zeros((len(records), len(va), ctx.ds.num_classes))
+    test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
+    for j in order:  # classical fits first: the networks' fits stop at the deadline
+        r = records[j]
+        mirror = flip and not is_classical(r)
+        model, n = train_fold(r, ctx.ds, data, epochs, end, mirror, ctx.opts.seed + i)
+        ran = ran if is_classical(r) else n
+        held[j] = np.mean(view_probas(model, x[va], which[j]), axis=0)
+        test += np.mean(view_probas(model, ctx.ds.x_test, which[j]), axis=0) / len(records)
+    return ran, held, test

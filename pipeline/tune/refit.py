@@ -37,6 +37,7 @@ class FinalFitJob:
     tta: bool = False  # one-pixel shifts at test time
     init: Path | None = None  # the trial's saved model: the fit starts from its weights
     stretch: str = "off"  # the last stretch after the holdout scored it (tune/stretch.py)
+    ema: float = 0.0  # epochs of the weights' moving average kept at the end (0: off)
 
     @property
     def checkpoint(self) -> Path:
@@ -120,6 +121,7 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
     settings = trial.settings.replace(
         epochs=planned or job.max_epochs or 10_000, schedule="cosine", warmup_epochs=1.0,
         augment=with_flip(trial.settings.augment, job.flip.invariant), seed=job.seed,
+        ema_epochs=job.ema,
     )  # fmt: skip
     fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
@@ -130,6 +132,7 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
         f"(~{epochs * pace.epoch_s:.0f} s; re-planned each epoch from its measured time), "
         f"scored at its last epoch on {len(y_va)} holdout images (progress on {n_progress})"
         + (f", starting from the trial's weights ({Path(job.init).name})" if started else "")
+        + (f"; kept: the weights' moving average over ~{job.ema:g} epochs" if job.ema else "")
     )
     result = fit(
         model, settings, (x_tr, y_tr, x_va[:n_progress], y_va[:n_progress]), ds.num_classes,
