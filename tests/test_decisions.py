@@ -201,6 +201,28 @@ def test_a_share_too_short_to_judge_the_search_goes_to_the_final_fit():
     assert not cannot_judge(sampled, 1.0)
 
 
+def test_time_the_search_left_goes_to_a_final_fit_of_the_one_chosen_trial():
+    """--quick on 6,000 demo rows: the search's one trial ended with 38 s of 150 unused. The
+    time left trains the chosen trial's configuration on the whole split where the budget ended
+    the search and one trial was chosen; not after --trials N, not for an ensemble of several
+    (except after folds that did not fit), not with --refit or --final-fit off."""
+    from types import SimpleNamespace
+
+    from pipeline.options import TuneOptions
+    from pipeline.tune.final import idle_fit
+
+    def fits(after_folds=False, chosen=1, **opts):
+        ctx = SimpleNamespace(opts=TuneOptions(**opts))
+        return idle_fit(ctx, SimpleNamespace(trials=[object()] * chosen), after_folds)
+
+    assert fits()
+    assert not fits(trials=3)
+    assert not fits(chosen=2)
+    assert fits(after_folds=True, chosen=2) and fits(after_folds=True, trials=3)
+    assert not fits(refit=True) and not fits(final_fit="off")
+    assert not fits(after_folds=True, final_fit="off")
+
+
 @pytest.mark.slow
 def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path, monkeypatch):
     import pipeline.training as training

@@ -219,6 +219,26 @@ def test_a_deadline_function_is_reread_every_epoch():
         assert r.metrics.stopped_by_deadline
 
 
+def test_the_deadline_stops_before_an_epoch_that_would_end_past_it(monkeypatch):
+    """A 10 s epoch ending 8 s before the deadline: another would end past it, so training
+    stops now; with 25 s left it goes on (a cnn5 trial at --quick ran its third 16 s epoch past
+    the search's deadline)."""
+    from types import SimpleNamespace
+
+    from pipeline import callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    for deadline, stops in ((18.0, True), (35.0, False), (9.0, True)):
+        cb = callbacks.Deadline(deadline)
+        cb.set_model(SimpleNamespace(stop_training=False))
+        clock[0] = 0.0
+        cb.on_epoch_begin(0)
+        clock[0] = 10.0
+        cb.on_epoch_end(0)
+        assert cb.model.stop_training is stops and cb.hit is stops, deadline
+
+
 def test_test_time_views_share_the_plain_pass():
     from pipeline.models import build_model
     from pipeline.predict import TTA_SHIFTS, predict_proba, view_probas, views

@@ -38,6 +38,7 @@ class FinalFitJob:
     init: Path | None = None  # the trial's saved model: the fit starts from its weights
     stretch: str = "off"  # the last stretch after the holdout scored it (tune/stretch.py)
     ema: float = 0.0  # epochs of the weights' moving average kept at the end (0: off)
+    least: int = 2  # epochs the fit must hold, else it does not run
 
     @property
     def checkpoint(self) -> Path:
@@ -86,10 +87,11 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     stretch_s = stretch_seconds(job.stretch, left, pace.epoch_s, len(y_tr), n_rows)
     left -= stretch_s
     epochs = min(int(left // pace.epoch_s) + done, job.max_epochs or 10_000)
-    if epochs - done < 2 and not resumed:
-        why = (f"--final-max-epochs {job.max_epochs}" if job.max_epochs and job.max_epochs < 2
+    if epochs - done < job.least and not resumed:
+        why = (f"--final-max-epochs {job.max_epochs}"
+               if job.max_epochs and job.max_epochs < job.least
                else f"~{pace.epoch_s:.0f} s/epoch, {left:.0f} s left")  # fmt: skip
-        log(f"final: no final fit: it needs 2 epochs at least ({why})")
+        log(f"final: no final fit: it needs {job.least} epochs at least ({why})")
         return None
     if resumed:
         log(f"final: resuming {job.trial.model} from epoch {done} ({job.checkpoint})")
