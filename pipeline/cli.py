@@ -158,9 +158,15 @@ def _tune_flags(p) -> None:
         "--quick",
         action="store_true",
         help=f"2-3 minute smoke run: {q['limit']} rows, up to {q['max_epochs']} epochs per "
-        f"trial, {q['timeout']:g} s",
+        f"trial, {q['timeout']:g} s, {q['warm_start']} first",
     )
     p.add_argument("--models", type=_names, help="comma-separated registry names to search over")
+    p.add_argument(
+        "--warm-start",
+        choices=["auto", "resnet9s", "lenet5_wide"],
+        help="the first trial's recipe (default auto: resnet9s; --quick: lenet5_wide, which "
+        "trains ~3.7x as many images a second on a CPU)",
+    )
     p.add_argument(
         "--pruner",
         choices=["halving", "median", "hyperband", "none"],

@@ -107,6 +107,7 @@ class TuneOptions(Options):
     max_epochs: int | None = None  # None: 8 on a slice, else 15 (see pipeline.tune.budget)
     quick: bool = False
     models: tuple[str, ...] = ()  # (): the default search space
+    warm_start: str = "auto"  # the first trial's recipe (search_space.WARM_STARTS); auto: resnet9s
     pruner: str = "halving"
     storage: str | None = None  # None: sqlite file artifacts/<competition>/optuna.db
     study: str | None = None  # None: the competition
@@ -135,7 +136,8 @@ class TuneOptions(Options):
     QUICK: ClassVar[dict[str, Any]] = {
         "timeout": 150.0,
         "max_epochs": 8,
-        "limit": 3000,
+        "limit": 15000,
+        "warm_start": "lenet5_wide",
     }
 
 

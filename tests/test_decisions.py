@@ -402,3 +402,27 @@ def test_the_final_fit_plans_its_epochs_from_its_measured_pace(demo_small, tmp_p
         pace = max(hist["seconds"][max(0, i - recent + 1) : done])
         assert row["planned_epochs"] <= done + max(row["seconds_left"], 0) // pace
     assert hist["planned_epochs"].iloc[-1] == len(hist)  # it stopped where its plan ended
+
+
+def test_a_larger_ensemble_only_on_a_gain_beyond_its_noise():
+    """auto_k: two members whose average is right on 6 more of 2,400 rows than the first alone
+    (46 gained, 40 lost: sqrt(86) ~ 9 rows of noise) stay k=1; right on 40 more (none lost),
+    k=2; no gain, the smaller k."""
+    from pipeline.tune.decide import auto_k
+
+    y = np.zeros(2400, dtype=int)
+    first = np.tile([0.45, 0.55], (2400, 1))
+    first[:2000] = [0.55, 0.45]  # unsure, right on the first 2,000 rows
+
+    def second(average_right):
+        """The member that makes the two-member average right exactly on these rows."""
+        p = np.tile([0.1, 0.9], (2400, 1))
+        p[average_right] = [0.9, 0.1]
+        return p
+
+    noisy = second(np.r_[np.arange(0, 1960), np.arange(2000, 2046)])
+    assert auto_k([first, noisy], y) == 1
+    clear = second(np.arange(0, 2040))
+    assert auto_k([first, clear], y) == 2
+    assert auto_k([first, first], y) == 1 and auto_k([first], y) == 1
+    assert auto_k([first, clear, second(np.arange(0, 2040))], y) == 2

@@ -82,7 +82,7 @@ def test_script_runs_as_a_kernel_offline(fake, tmp_path):
     """Fresh process, /kaggle relocated, competition under input/competitions/<slug>/, read-only
     input, no project on sys.path, every HTTP(S) request routed to a recorder: it must write a
     valid /kaggle/working/submission.csv and try no network."""
-    out = _build(tmp_path, "--quick", "--timeout", "90")  # --quick: 3,000 rows at most
+    out = _build(tmp_path, "--quick", "--timeout", "90")  # --quick: 15,000 rows at most
     kaggle = tmp_path / "kaggle"
     comp = demo_slice(kaggle / "input" / "competitions" / SLUG, 1200, 150)
     os.chmod(comp, 0o555)

@@ -50,6 +50,32 @@ def test_warm_start_only_when_its_model_is_searched():
     assert warm_start_params(["lenet5", "cnn1"], max_epochs=5) is None
 
 
+def test_a_short_budget_starts_from_the_light_recipe():
+    """--quick's warm start is lenet5_wide (Adam 2e-3, batch 128, relu): its parameters fix
+    every choice the search would otherwise sample, and the plan carries the choice."""
+    import optuna
+
+    from pipeline.models import get_entry
+    from pipeline.options import TuneOptions
+    from pipeline.search_space import LIGHT_WARM_START, suggest
+    from pipeline.tune.budget import make_plan
+
+    params = warm_start_params(list(DEFAULT_MODELS), 8, "lenet5_wide")
+    assert params == {**LIGHT_WARM_START, "epochs": 8}
+    assert warm_start_params(["resnet9s", "svc"], 8, "lenet5_wide") is None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    spec = suggest(trial, list(DEFAULT_MODELS), {m: get_entry(m) for m in DEFAULT_MODELS}, 8)
+    assert set(trial.params) == set(params)  # nothing left to chance
+    assert spec["model"] == "lenet5_wide" and spec["learning_rate"] == 0.002
+    assert spec["hp"]["activation"] == "relu" and spec["batch_size"] == 128
+    assert make_plan(TuneOptions(), 1000, "CPU").warm_start == WARM_START["model"]
+    quick = TuneOptions(**TuneOptions.QUICK)
+    assert make_plan(quick, 1000, "CPU").warm_start == "lenet5_wide"
+
+
 def test_the_baseline_only_when_svc_is_searched():
     """SVC() as a user would fit it (C=1) wherever the search keeps svc."""
     from pipeline.search_space import baseline_params

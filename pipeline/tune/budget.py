@@ -83,6 +83,7 @@ class TunePlan:
     reserve: float  # seconds of the budget kept for the final stage
     keep: int  # trial models kept on disk
     kfold: int = 0  # folds of every labelled row the final stage trains (0: none)
+    warm_start: str = "resnet9s"  # the first trial's recipe (pipeline.search_space.WARM_STARTS)
 
 
 def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
@@ -115,6 +116,7 @@ def make_plan(opts: TuneOptions, n_labelled: int, device: str) -> TunePlan:
         reserve=reserve,
         keep=keep,
         kfold=kfold,
+        warm_start=opts.warm_start if opts.warm_start != "auto" else TunePlan.warm_start,
     )
 
 

@@ -168,7 +168,6 @@ def search_then_final(opts: TuneOptions, ds, budget: Budget):
 
 def prepare_search(opts, ds, budget, device: str, cost, candidates, worker):
     """(study, objective): the plan, the study, the searched entries, and the opening line."""
-    from pipeline.search_space import WARM_START
     from pipeline.tune.budget import folds_fit, make_plan
     from pipeline.tune.objective import Objective
     from pipeline.tune.splits import run_splits
@@ -177,7 +176,7 @@ def prepare_search(opts, ds, budget, device: str, cost, candidates, worker):
 
     plan = make_plan(opts, len(ds.y_train), device)
     n_labelled = min(opts.limit or len(ds.y_train), len(ds.y_train))
-    plan = folds_fit(plan, opts, cost, n_labelled, WARM_START["model"], len(ds.x_test))
+    plan = folds_fit(plan, opts, cost, n_labelled, plan.warm_start, len(ds.x_test))
     budget = budget.with_reserve(plan.reserve)
     study, url = open_study(opts, plan, ds.competition)
     splits = run_splits(ds, opts, plan)

@@ -78,8 +78,8 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     n_progress = min(len(y_va), PROGRESS_ROWS)
     which = views(job.tta, job.flip.invariant)
     predicted = len(which) * (len(y_va) + len(ds.x_test))  # images, every view counted
-    pace = FinalFitPace(epoch_seconds(1 / ips, len(y_tr), n_progress), predicted,
-                        [FORWARD_SHARE / ips])  # fmt: skip
+    forward = forward_seconds(job.init, split[2], FORWARD_SHARE / ips)
+    pace = FinalFitPace(epoch_seconds(1 / ips, len(y_tr), n_progress), predicted, [forward])
     resumed = read_checkpoint(job.checkpoint)
     done = resumed["epoch"] if resumed else 0
     left = budget.left() - pace.predict_s()
@@ -103,6 +103,33 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
                                  predict_used_s=round(time.monotonic() - t0, 1),
                                  stretch_kept_s=round(stretch_s, 1))  # fmt: skip
     return model, record
+
+
+# Images whose forward pass times the trial's saved model before the final fit plans (after a
+# first call of FORWARD_TRACE images that traces it). A third of a training image's time, the
+# estimate otherwise, kept back 25.4 s for predicting in the 3600 s run where 8.3 s were used,
+# and at --quick left a fit of the search's unused 48 s 17 s to train.
+FORWARD_PROBE = 1024
+FORWARD_TRACE = 64
+
+
+def forward_seconds(saved: Path | None, x: np.ndarray, fallback: float) -> float:
+    """Seconds per image of the saved model's forward pass, timed on up to FORWARD_PROBE of
+    ``x``; ``fallback`` without a model that loads or enough images to time."""
+    from pipeline.errors import PipelineError
+    from pipeline.predict import load_model, predict_proba
+
+    n = min(len(x), FORWARD_PROBE)
+    if saved is None or n < 4 * FORWARD_TRACE:
+        return fallback
+    try:
+        model = load_model(Path(saved))
+    except (OSError, ValueError, PipelineError):
+        return fallback
+    predict_proba(model, x[:FORWARD_TRACE])
+    t0 = time.perf_counter()
+    predict_proba(model, x[:n])
+    return (time.perf_counter() - t0) / n
 
 
 def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,

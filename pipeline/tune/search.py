@@ -41,7 +41,8 @@ def run_search(
     from pipeline.search_space import baseline_params, warm_start_params
 
     if not study.get_trials(deepcopy=False):
-        first = [warm_start_params(objective.models, objective.max_epochs),
+        first = [warm_start_params(objective.models, objective.max_epochs,
+                                   objective.plan.warm_start),
                  baseline_params(objective.models)]  # fmt: skip
         for params in filter(None, first):
             study.enqueue_trial(params, skip_if_exists=True)
