@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline import options as o
 from pipeline.errors import PipelineError, explain
+from pipeline.search_space import WARM_STARTS
 from pipeline.training import OPTIMIZERS
 
 # command -> (options class, "module:function" of its handler)
@@ -163,7 +164,7 @@ def _tune_flags(p) -> None:
     p.add_argument("--models", type=_names, help="comma-separated registry names to search over")
     p.add_argument(
         "--warm-start",
-        choices=["auto", "resnet9s", "lenet5_wide"],
+        choices=["auto", *WARM_STARTS],
         help="the first trial's recipe (default auto: resnet9s; --quick: lenet5_wide, which "
         "trains ~3.7x as many images a second on a CPU)",
     )

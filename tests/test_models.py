@@ -400,7 +400,7 @@ def test_folds_that_could_not_train_their_epochs_are_left_out(monkeypatch, capsy
     )  # fmt: skip
     first = np.tile([0.1, 0.7, 0.2], (5, 1))
 
-    def one_fold(ctx, records, fold, epochs, flip, which, order, i):
+    def one_fold(ctx, records, fold, epochs, flip, which, order, i, end):
         held = np.zeros((1, len(fold[3]), 3))
         held[0, np.arange(len(fold[3])), y[fold[3]]] = 1.0  # right on every left-out row
         return epochs, held, first if i == 0 else np.tile([1.0, 0, 0], (5, 1))

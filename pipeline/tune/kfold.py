@@ -260,7 +260,7 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
                     f"the {i} fold{'s' if i > 1 else ''} run, the estimate rests on "
                     "their left-out rows")  # fmt: skip
                 break
-        ran = train_one_fold(ctx, records, (x, y, tr, va), epochs, flip, which, order, i)
+        ran = train_one_fold(ctx, records, (x, y, tr, va), epochs, flip, which, order, i, end)
         oof[:, va], probs = ran[1], ran[2]
         test += probs
         epochs_ran.append(ran[0])
@@ -271,14 +271,13 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
 
 
 def train_one_fold(ctx, records: list, fold, epochs: int, flip: bool, which: list,
-                   order: list, i: int):  # fmt: skip
+                   order: list, i: int, end: float):  # fmt: skip
     """(epochs its networks ran, the members' probabilities of the left-out rows, the test
     probabilities averaged over the members) of fold ``i``: (x, y, train rows, left-out
-    rows)."""
+    rows); the networks' fits stop by ``end``."""
     from pipeline.predict import view_probas
 
     x, y, tr, va = fold
-    end = ctx.budget.deadline - PREDICT_MARGIN_S
     # a fold's fit reports on its left-out rows every epoch (nothing decides on them): as many
     # as a trial's validation rows, so an epoch costs what the trial's did
     shown = va[: len(ctx.splits.search[3])]
