@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pipeline import options as o
 from pipeline.errors import PipelineError, explain
+from pipeline.optimizers import OPTIMIZERS
 from pipeline.search_space import WARM_STARTS
-from pipeline.training import OPTIMIZERS
 
 # command -> (options class, "module:function" of its handler)
 HANDLERS: dict[str, tuple[type[o.Options], str]] = {

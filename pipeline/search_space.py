@@ -20,7 +20,7 @@ DEFAULT_MODELS = (
 # a classical entry's searched hyperparameters: (low, high) on a log scale for floats, an integer
 # range otherwise; scikit-learn's default sits inside each
 CLASSICAL_RANGES = {"C": (0.1, 100.0), "min_samples_leaf": (1, 4)}
-# the searched optimizers (of pipeline.training.OPTIMIZERS) and their learning-rate ranges; plain
+# the searched optimizers (of pipeline.optimizers.OPTIMIZERS) and their learning-rate ranges; plain
 # SGD is not searched: SGD-Nesterov is its searched form
 LR_RANGE = {
     "adam": (2e-4, 3e-3),

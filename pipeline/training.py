@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.optimizers import OPTIMIZERS, ema_momentum, make_optimizer
 
 # a deadline: ``time.monotonic()`` seconds, or a function returning them (re-read every epoch)
 When = float | Callable[[], float]
@@ -31,7 +32,6 @@ def deadline_at(deadline: When) -> float:
     return deadline() if callable(deadline) else deadline
 
 
-OPTIMIZERS = ("adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
 # Augmentation, as "+"-joined parts (e.g. "crop+flip+erase"; "off" for none). "light" and "strong"
 # are the study's geometric ones: (rotation in degrees, shift fraction, zoom fraction); "strong" is
 # study 000's (rotation up to 15 degrees, width/height shifts) plus a small zoom. "crop": random
@@ -146,32 +146,6 @@ def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
         raise PipelineError(f"unknown optimizer {base['optimizer']!r}; choose from {OPTIMIZERS}")
     augment_parts(base.get("augment", "off"))  # an unknown part is a one-line error
     return TrainSettings(**base)
-
-
-def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
-    """The per-step momentum of a moving average whose horizon is ``epochs`` epochs."""
-    return max(0.0, 1.0 - 1.0 / max(epochs * steps_per_epoch, 1.0))
-
-
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0,
-                   ema: float = 0.0):  # fmt: skip
-    """The named optimizer; ``ema`` > 0: it keeps a moving average of the weights with that
-    per-step momentum, which ``model.fit`` writes into the model when it ends."""
-    import keras
-
-    extra = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate, **extra)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, **extra)
-    if name == "sgd-nesterov":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum or 0.9, nesterov=True,
-                                    **extra)  # fmt: skip
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, **extra)
-    if name == "adadelta":
-        return keras.optimizers.Adadelta(learning_rate, **extra)
-    raise PipelineError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
 def dataset_options(device: str):

@@ -286,8 +286,8 @@ def test_ema_weights_are_the_ones_kept_and_saved(tmp_path):
     import keras
 
     from pipeline import artifacts
+    from pipeline.optimizers import ema_momentum
     from pipeline.predict import load_model
-    from pipeline.training import ema_momentum
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 8, 8, 1)).astype(np.uint8)

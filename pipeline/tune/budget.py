@@ -255,7 +255,8 @@ def measure_cost(ds, cache: Path) -> float:
     """Seconds per training image per MAC, measured on this machine with cnn1 (cached)."""
     from pipeline.device import configure_runtime, fresh_session
     from pipeline.models import build_model, count_macs
-    from pipeline.training import make_dataset, make_optimizer
+    from pipeline.optimizers import make_optimizer
+    from pipeline.training import make_dataset
 
     info = configure_runtime()
     key = f"{info['device']}-{os.cpu_count()}-{'x'.join(map(str, ds.image_shape))}"
