@@ -94,19 +94,7 @@ def parse_competition(
     del raw_test
     ignored = [c for c in train_cols + test_cols if c.lower() in L.META_NAMES]
 
-    ids = L.read_test_ids(id_frame, test_id, files.test)
-    if sample is not None:
-        sub_ids = L.submission_ids(
-            sample, id_col, ids, test_id, n_test, files.sample_submission, files.test
-        )
-        columns = [str(c) for c in sample.columns]
-    else:
-        sub_ids = None
-        columns = [id_col, label_col]
-    if ids is None:
-        # no id column in the test file: the sample submission's ids in row order, else
-        # Digit-Recognizer style 1-based ImageIds
-        ids = sub_ids if sub_ids is not None else np.arange(1, n_test + 1).astype(str)
+    ids, sub_ids, columns = _ids(files, sample, id_frame, (id_col, test_id, label_col), n_test)
     layout = L.Layout(
         competition=competition or files.folder.resolve().name,
         train_file=str(files.train),
@@ -134,6 +122,26 @@ def parse_competition(
         submission_ids=np.asarray(sub_ids if sub_ids is not None else ids, dtype=str),
         classes=classes,
     )
+
+
+def _ids(files: CompetitionFiles, sample, id_frame, names: tuple, n_test: int):
+    """(the test rows' ids, the sample submission's ids or None, the submission's columns);
+    ``names``: (the id column, the test file's id column or None, the label column)."""
+    id_col, test_id, label_col = names
+    ids = L.read_test_ids(id_frame, test_id, files.test)
+    if sample is not None:
+        sub_ids = L.submission_ids(
+            sample, id_col, ids, test_id, n_test, files.sample_submission, files.test
+        )
+        columns = [str(c) for c in sample.columns]
+    else:
+        sub_ids = None
+        columns = [id_col, label_col]
+    if ids is None:
+        # no id column in the test file: the sample submission's ids in row order, else
+        # Digit-Recognizer style 1-based ImageIds
+        ids = sub_ids if sub_ids is not None else np.arange(1, n_test + 1).astype(str)
+    return ids, sub_ids, columns
 
 
 def _raw_pixels(train, test, pixel_cols: list[str], files: CompetitionFiles, image_shape):
