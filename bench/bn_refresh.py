@@ -4,8 +4,9 @@ Diagnoses the weights' moving average (``tune --ema``): the averaged weights are
 the moving batch-norm statistics of the last step's weights. For each run folder of
 bench/ablate.py, the final model (``final.keras``) is scored on its run's holdout and on the
 sealed rows, with the views its run used (plain + mirror on the demo), before and after its
-batch-norm statistics are recomputed as the plain mean over ``--batches`` batches of its
-training rows (no augmentation), the weights unchanged.
+batch-norm statistics are recomputed as the plain mean over ``--batches`` batches of 256 of its
+training rows (no augmentation; ``pipeline.training.refresh_batch_norm``, as ``--ema`` does now),
+the weights unchanged.
 
     .venv/bin/python bench/bn_refresh.py bench/results/ablate-STAMP-*
 """
@@ -24,32 +25,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from views import run_data  # noqa: E402
 
 
-def batch_norms(model):
-    import keras
-
-    def walk(layer):
-        for sub in getattr(layer, "layers", []):
-            yield sub
-            yield from walk(sub)
-
-    return [x for x in walk(model) if isinstance(x, keras.layers.BatchNormalization)]
-
-
-def refresh(model, x: np.ndarray, batches: int, batch_size: int = 256, seed: int = 0) -> None:
-    """Recompute every batch-norm layer's moving mean and variance as the average over
-    ``batches`` random batches of ``x`` (uint8 images), in training mode; weights unchanged."""
-    bns = batch_norms(model)
-    saved = [layer.momentum for layer in bns]
-    order = np.random.default_rng(seed).permutation(len(x))
-    for i in range(batches):
-        for layer in bns:  # a cumulative mean: batch i weighs 1/(i+1)
-            layer.momentum = 1.0 - 1.0 / (i + 1)
-        rows = order[i * batch_size : (i + 1) * batch_size]
-        model(x[rows].astype(np.float32) / 255.0, training=True)
-    for layer, m in zip(bns, saved, strict=True):
-        layer.momentum = m
-
-
 def score(model, x, y, which) -> float:
     from pipeline.predict import view_probas
 
@@ -62,13 +37,14 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=40)
     args = ap.parse_args()
     from pipeline.predict import load_model, views
+    from pipeline.training import refresh_batch_norm
 
     which = views(False, True)
     for run in args.runs:
         tune, ds, (x_tr, _, x_ho, y_ho), truth = run_data(run)
         model = load_model(tune / "models" / "final.keras")
         before = (score(model, x_ho, y_ho, which), score(model, ds.x_test, truth, which))
-        refresh(model, x_tr, args.batches)
+        refresh_batch_norm(model, x_tr, args.batches)
         after = (score(model, x_ho, y_ho, which), score(model, ds.x_test, truth, which))
         print(f"| {run.name} | {before[0]:.4f} | {after[0]:.4f} | {before[1]:.4f} | "
               f"{after[1]:.4f} |", flush=True)  # fmt: skip

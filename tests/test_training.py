@@ -327,6 +327,54 @@ def test_ema_weights_are_the_ones_kept_and_saved(tmp_path):
             np.testing.assert_array_equal(a.numpy(), b)
 
 
+def test_batch_norm_statistics_are_re_estimated_as_the_batches_plain_average():
+    """After averaging, each batch-norm layer's moving statistics are the plain mean over the
+    refresh batches (a layer on the input: the mean of the batch means and variances), its
+    momentum is restored, and a model without batch norm is left alone."""
+    import keras
+
+    from pipeline.training import refresh_batch_norm
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (64, 4, 4, 2)).astype(np.uint8)
+    inp = keras.Input((4, 4, 2))
+    bn = keras.layers.BatchNormalization(momentum=0.7)
+    model = keras.Model(inp, bn(inp))
+    assert refresh_batch_norm(model, x, batches=4, batch_size=16, seed=3) == 64
+    order = np.random.default_rng(3).permutation(64)
+    parts = [x[np.sort(order[i * 16 : (i + 1) * 16])] / 255.0 for i in range(4)]
+    means = np.mean([p.mean(axis=(0, 1, 2)) for p in parts], axis=0)
+    variances = np.mean([p.var(axis=(0, 1, 2)) for p in parts], axis=0)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), means, rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variances, rtol=1e-4)
+    assert bn.momentum == 0.7
+    assert refresh_batch_norm(build_model("cnn1", (4, 4, 2), 3), x) == 0
+
+
+def test_an_averaged_fit_re_estimates_its_batch_norm_statistics():
+    """With ``ema_epochs`` the fit ends on the averaged weights with statistics re-estimated for
+    them (a second refresh changes nothing); without it, the statistics training left."""
+    import keras
+
+    from pipeline.training import _all_layers, refresh_batch_norm
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 8, 8, 1)).astype(np.uint8)
+    y = rng.integers(0, 3, 96)
+    for ema in (0.0, 2.0):
+        model = build_model("cnn5bn", (8, 8, 1), 3)
+        settings = settings_for(get_entry("cnn5bn"), optimizer="sgd", learning_rate=0.2,
+                                batch_size=16, epochs=2, ema_epochs=ema)  # fmt: skip
+        fit(model, settings, (x, y, x[:16], y[:16]), 3, verbose=0, keep_best=False)
+        bn = next(
+            la for la in _all_layers(model) if isinstance(la, keras.layers.BatchNormalization)
+        )
+        after_fit = bn.moving_mean.numpy().copy()
+        refresh_batch_norm(model, x, seed=settings.seed)
+        same = np.allclose(bn.moving_mean.numpy(), after_fit, rtol=1e-5, atol=1e-6)
+        assert same == bool(ema)
+
+
 def test_the_final_fit_times_the_trials_forward_pass_before_it_plans(tmp_path):
     """The time kept for predicting is planned from the trial's saved model timed on holdout
     images, not a third of a training image's time (25.4 s kept where 8.3 s were used); no

@@ -69,7 +69,7 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     holdout (each epoch's progress line uses PROGRESS_ROWS of it): nothing was chosen on it, so
     its accuracy is the honest estimate of what is submitted."""
     from pipeline.predict import views
-    from pipeline.training import read_checkpoint
+    from pipeline.training import REFRESH_BATCH_SIZE, REFRESH_BATCHES, read_checkpoint
 
     ips = float(job.trial.metrics.train_images_per_second if job.trial.metrics else 0)
     if ips <= 0 or job.trial.settings is None:
@@ -78,6 +78,8 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     n_progress = min(len(y_va), PROGRESS_ROWS)
     which = views(job.tta, job.flip.invariant)
     predicted = len(which) * (len(y_va) + len(ds.x_test))  # images, every view counted
+    if job.ema:  # and the batch-norm refresh after averaging, in training mode: counted twice
+        predicted += 2 * min(len(y_tr), REFRESH_BATCHES * REFRESH_BATCH_SIZE)
     forward = forward_seconds(job.init, split[2], FORWARD_SHARE / ips)
     pace = FinalFitPace(epoch_seconds(1 / ips, len(y_tr), n_progress), predicted, [forward])
     resumed = read_checkpoint(job.checkpoint)
@@ -155,13 +157,16 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
     fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
     started = job.init is not None and start_from(model, Path(job.init))
+    averaged = (f"; kept: the weights' moving average over ~{job.ema:g} epochs (batch-norm "
+                "statistics, where the net has them, re-estimated for it)"
+                if job.ema else "")  # fmt: skip
     log(
         f"final: training trial {job.trial_number}'s configuration ({trial.model}, augment "
         f"{settings.augment}) on all {len(y_tr)} training images for ~{epochs} epochs "
         f"(~{epochs * pace.epoch_s:.0f} s; re-planned each epoch from its measured time), "
         f"scored at its last epoch on {len(y_va)} holdout images (progress on {n_progress})"
         + (f", starting from the trial's weights ({Path(job.init).name})" if started else "")
-        + (f"; kept: the weights' moving average over ~{job.ema:g} epochs" if job.ema else "")
+        + averaged
     )
     result = fit(
         model, settings, (x_tr, y_tr, x_va[:n_progress], y_va[:n_progress]), ds.num_classes,
