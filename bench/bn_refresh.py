@@ -5,7 +5,7 @@ the moving batch-norm statistics of the last step's weights. For each run folder
 bench/ablate.py, the final model (``final.keras``) is scored on its run's holdout and on the
 sealed rows, with the views its run used (plain + mirror on the demo), before and after its
 batch-norm statistics are recomputed as the plain mean over ``--batches`` batches of 256 of its
-training rows (no augmentation; ``pipeline.training.refresh_batch_norm``, as ``--ema`` does now),
+training rows (no augmentation; ``pipeline.batchnorm.refresh_batch_norm``, as ``--ema`` does now),
 the weights unchanged.
 
     .venv/bin/python bench/bn_refresh.py bench/results/ablate-STAMP-*
@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--batches", type=int, default=40)
     args = ap.parse_args()
+    from pipeline.batchnorm import refresh_batch_norm
     from pipeline.predict import load_model, views
-    from pipeline.training import refresh_batch_norm
 
     which = views(False, True)
     for run in args.runs:

@@ -114,8 +114,8 @@ def test_predict_unknown_run_is_one_line(demo_small, tmp_path, capsys):
 def test_batch_norm_momentum_follows_the_epoch_length():
     import keras
 
+    from pipeline.batchnorm import adapt_batch_norm
     from pipeline.models import build_model
-    from pipeline.training import adapt_batch_norm
 
     model = build_model("cnn7", (28, 28, 1), 10)
     bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
@@ -333,7 +333,7 @@ def test_batch_norm_statistics_are_re_estimated_as_the_batches_plain_average():
     momentum is restored, and a model without batch norm is left alone."""
     import keras
 
-    from pipeline.training import refresh_batch_norm
+    from pipeline.batchnorm import refresh_batch_norm
 
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (64, 4, 4, 2)).astype(np.uint8)
@@ -356,7 +356,7 @@ def test_an_averaged_fit_re_estimates_its_batch_norm_statistics():
     them (a second refresh changes nothing); without it, the statistics training left."""
     import keras
 
-    from pipeline.training import _all_layers, refresh_batch_norm
+    from pipeline.batchnorm import _all_layers, refresh_batch_norm
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (96, 8, 8, 1)).astype(np.uint8)

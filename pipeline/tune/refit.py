@@ -68,8 +68,9 @@ def final_fit(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget, store
     these rows: its epochs are not thrown away). The last epoch is kept and scored on the whole
     holdout (each epoch's progress line uses PROGRESS_ROWS of it): nothing was chosen on it, so
     its accuracy is the honest estimate of what is submitted."""
+    from pipeline.batchnorm import REFRESH_BATCH_SIZE, REFRESH_BATCHES
     from pipeline.predict import views
-    from pipeline.training import REFRESH_BATCH_SIZE, REFRESH_BATCHES, read_checkpoint
+    from pipeline.training import read_checkpoint
 
     ips = float(job.trial.metrics.train_images_per_second if job.trial.metrics else 0)
     if ips <= 0 or job.trial.settings is None:
