@@ -668,3 +668,23 @@ def test_the_stretch_starts_at_a_fraction_of_the_peak_rate_or_at_the_last_one(mo
     assert stretch_learning_rate(fitted) == 0.004
     monkeypatch.setenv("PIPELINE_STRETCH_LR", "0.03")
     assert stretch_learning_rate(fitted) == pytest.approx(0.006)
+
+
+def test_a_benchmark_may_add_erasing_and_set_label_smoothing_in_the_final_fit(monkeypatch):
+    from pipeline.errors import PipelineError
+    from pipeline.training import TrainSettings
+    from pipeline.tune.refit import benchmark_recipe
+
+    trial = TrainSettings("sgd-nesterov", 0.2, 0.9, 256, 10, False, augment="crop+flip",
+                          label_smoothing=0.1)  # fmt: skip
+    monkeypatch.delenv("PIPELINE_FINAL_AUGMENT", raising=False)
+    monkeypatch.delenv("PIPELINE_FINAL_LABEL_SMOOTHING", raising=False)
+    assert benchmark_recipe(trial) == trial
+    monkeypatch.setenv("PIPELINE_FINAL_AUGMENT", "erase+crop")
+    monkeypatch.setenv("PIPELINE_FINAL_LABEL_SMOOTHING", "0.2")
+    got = benchmark_recipe(trial)
+    assert (got.augment, got.label_smoothing) == ("crop+flip+erase", 0.2)
+    assert benchmark_recipe(trial.replace(augment="off")).augment == "erase+crop"
+    monkeypatch.setenv("PIPELINE_FINAL_AUGMENT", "blur")
+    with pytest.raises(PipelineError, match="unknown augmentation 'blur'"):
+        benchmark_recipe(trial)

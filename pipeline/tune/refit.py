@@ -155,6 +155,7 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
         augment=with_flip(trial.settings.augment, job.flip.invariant), seed=job.seed,
         ema_epochs=job.ema,
     )  # fmt: skip
+    settings = benchmark_recipe(settings)
     fresh_session()
     model = build_model(trial.model, ds.image_shape, ds.num_classes, **trial.hp)
     started = job.init is not None and start_from(model, Path(job.init))
@@ -178,6 +179,24 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
                    callbacks.ValidationPassTimer(n_progress, pace.per_image)],
     )  # fmt: skip
     return result.model, (result, settings, started)
+
+
+def benchmark_recipe(settings):
+    """The final fit's recipe as a benchmark may change it: PIPELINE_FINAL_AUGMENT adds
+    augmentation parts (e.g. ``erase``), PIPELINE_FINAL_LABEL_SMOOTHING sets the label smoothing.
+    Unset (what ``tune`` does): the trial's recipe. The settings saved with the fit say which."""
+    import os
+
+    from pipeline.training import augment_parts
+
+    extra = augment_parts(os.environ.get("PIPELINE_FINAL_AUGMENT", ""))
+    parts = augment_parts(settings.augment)
+    parts += [p for p in extra if p not in parts]
+    smoothing = os.environ.get("PIPELINE_FINAL_LABEL_SMOOTHING")
+    return settings.replace(
+        augment="+".join(parts) or "off",
+        label_smoothing=settings.label_smoothing if smoothing is None else float(smoothing),
+    )
 
 
 def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, store=None,
