@@ -41,7 +41,7 @@ def main() -> None:
         sys.exit("pair_ensemble.py: the two runs must share a seed (the folder names' last part)")
     _, _, split, truth = run_data(args.first)
     (ha, ta), (hb, tb) = measured(args.first), measured(args.second)
-    print("| model | holdout (10,000) | sealed (10,000) |\n|---|---|---|")
+    print(f"| model | holdout ({len(split[3]):,}) | sealed ({len(truth):,}) |\n|---|---|---|")
     for name, h, t in ((args.first.name, ha, ta), (args.second.name, hb, tb),
                        ("average of the two", ha + hb, ta + tb)):  # fmt: skip
         print(
