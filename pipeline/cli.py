@@ -75,6 +75,16 @@ def _epochs(text: str) -> float:
     return value
 
 
+def _members(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of models >= 1, got {text!r}")
+    return value
+
+
 def _default(cls: type[o.Options], name: str) -> str:
     value = cls.default(name)
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -249,6 +259,14 @@ def _tune_final_flags(p) -> None:
         metavar="EPOCHS",
         help="the final fit submits the moving average of its weights over about this many "
         f"last epochs (default {_default(o.TuneOptions, 'ema')}: off, the last epoch's weights)",
+    )
+    p.add_argument(
+        "--final-members",
+        type=_members,
+        metavar="N",
+        help="split the final fit's time among N models trained one after another (each its "
+        "own seed), their probabilities averaged and scored together on the holdout (default "
+        f"{_default(o.TuneOptions, 'final_members')})",
     )
 
 

@@ -125,6 +125,7 @@ class TuneOptions(Options):
     flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off
     last_stretch: str = "off"  # after the estimate: off, labelled, labelled+test (stretch.py)
     ema: float = 0.0  # the final fit keeps its weights' moving average over ~N epochs (0: off)
+    final_members: int = 1  # the final fit's time split among N models, averaged (members.py)
     max_failures: int = 5
     limit: int | None = None
     no_report: bool = False

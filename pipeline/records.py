@@ -170,6 +170,13 @@ class FinalFitRecord:
     last_learning_rate: float | None = None  # of its last epoch (the cosine's end)
     stretch_kept_s: float | None = None  # seconds kept for the last stretch (0: none)
     stretch: StretchRecord | None = None  # the last stretch, where it ran (what is submitted)
+    # --final-members N: the members trained one after another, each its own seed, their
+    # probabilities averaged; holdout_accuracy is the average's, the other fields the first's
+    member_seeds: list[int] = field(default_factory=list)
+    member_epochs: list[int] = field(default_factory=list)
+    member_seconds: list[float] = field(default_factory=list)
+    member_holdout_accuracies: list[float] = field(default_factory=list)  # each alone
+    member_model_paths: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,31 @@ def test_killed_final_fit_resumes_from_its_last_epoch(demo_small, tmp_path):
     assert not checkpoint.exists()  # removed once the submission is written
 
 
+def test_a_killed_final_member_resumes_and_the_finished_one_is_not_trained_again(
+    demo_small, tmp_path
+):
+    args = _args(demo_small, tmp_path, *FINAL, "--final-members", "2")
+    proc = _spawn(args)
+    seen = _wait_for(proc, r"final: epoch 1 val_accuracy.*")
+    seen += _wait_for(proc, r"final: member 2 of 2")
+    seen += _wait_for(proc, r"final: epoch 2 val_accuracy")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any("member 2 of 2" in line for line in seen), "".join(seen)[-2000:]
+    members = tmp_path / "art" / "fashion-mnist" / "tune" / "final-checkpoint" / "members"
+    assert (members / "0.json").is_file() and not (members / "1.json").exists()
+
+    rerun = _spawn(args)
+    out, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, out[-3000:]
+    assert "member 1 of 2 finished before" in out, out[-3000:]
+    assert "training trial" not in out.split("member 2 of 2")[0]  # member 1: not again
+    m = re.search(r"final: resuming lenet5_wide from epoch (\d+)", out)
+    assert m and int(m.group(1)) >= 2, out[-3000:]
+    assert "2 members averaged" in out
+    _valid_submission(tmp_path, out, demo_small)
+
+
 def test_sigterm_finishes_the_batch_saves_and_exits_143(demo_small, tmp_path):
     proc = _spawn(_args(demo_small, tmp_path, *FINAL))
     _wait_for(proc, r"final: epoch 1 val_accuracy")

@@ -688,3 +688,67 @@ def test_a_benchmark_may_add_erasing_and_set_label_smoothing_in_the_final_fit(mo
     monkeypatch.setenv("PIPELINE_FINAL_AUGMENT", "blur")
     with pytest.raises(PipelineError, match="unknown augmentation 'blur'"):
         benchmark_recipe(trial)
+
+
+def test_final_members_train_with_their_own_seeds_and_the_holdout_scores_their_average(
+    demo_small, tmp_path, capsys, monkeypatch
+):
+    """--final-members 2: two models of the chosen configuration, seeds 42 and 43, each saved;
+    what is submitted and what the holdout scores is their averaged probabilities."""
+    from pipeline import training
+
+    seeds = []
+    real = training.fit
+
+    def spy(model, settings, data, *a, **kw):
+        seeds.append((settings.seed, len(data[1])))
+        return real(model, settings, data, *a, **kw)
+
+    monkeypatch.setattr(training, "fit", spy)
+    args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
+                 "none", "--final-fit", "on", "--final-max-epochs", "2", "--final-members",
+                 "2")  # fmt: skip
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "member 1 of 2" in out and "member 2 of 2" in out
+    assert seeds[-2:] == [(42, 480), (43, 480)]  # both on the whole training split
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    final = best["final_fit"]
+    paths = final["member_model_paths"]
+    assert final["member_seeds"] == [42, 43] and final["member_epochs"] == [2, 2]
+    assert [Path(p).name for p in paths] == ["final.keras", "final-m1.keras"]
+    from pipeline.data import holdout, load_competition
+    from pipeline.predict import load_model, predict_proba
+
+    ds = load_competition(demo_small)
+    _, _, x_ho, y_ho = holdout(ds, 42, 600)
+    models = [load_model(p) for p in paths]
+    alone = [predict_proba(m, x_ho, flip=final["flip"]) for m in models]
+    for probs, acc in zip(alone, final["member_holdout_accuracies"], strict=True):
+        assert abs(float((probs.argmax(1) == y_ho).mean()) - acc) < 1e-6
+    averaged = np.mean(alone, axis=0)
+    assert abs(float((averaged.argmax(1) == y_ho).mean()) - best["holdout_accuracy"]) < 1e-6
+    test = np.mean([predict_proba(m, ds.x_test, flip=final["flip"]) for m in models], axis=0)
+    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), test, atol=1e-5)
+    assert not (tune_dir / "final-checkpoint").exists()
+
+
+def test_each_final_member_gets_an_even_share_of_the_time_left():
+    from pipeline.tune.budget import Budget
+    from pipeline.tune.members import member_budget
+
+    budget = Budget(started=0.0, deadline=1000.0, search_deadline=400.0)
+    first = member_budget(budget, 2, now=400.0)
+    assert first.deadline == 700.0 and first.started == 0.0
+    assert member_budget(budget, 1, now=690.0).deadline == 1000.0  # the last: to the end
+    assert member_budget(budget, 3, now=1000.0).deadline == 1000.0  # nothing left: nothing
+
+
+def test_with_a_last_stretch_the_final_fit_trains_one_member(capsys):
+    from pipeline.options import TuneOptions
+    from pipeline.tune.final import final_members
+
+    assert final_members(TuneOptions(final_members=3)) == 3
+    assert final_members(TuneOptions(final_members=3, last_stretch="labelled")) == 1
+    assert "one final member, not 3" in capsys.readouterr().out

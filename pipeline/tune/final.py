@@ -85,6 +85,7 @@ class FinalPlan:
 
     trial: int
     flip: FlipDecision
+    members: int = 1  # --final-members the fit started with (a resumed fit keeps it)
 
 
 def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: Budget) -> Path:
@@ -110,10 +111,12 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     elif fits:
         shutil.rmtree(tune_dir / CHECKPOINT, ignore_errors=True)  # another fit's: start afresh
         save_json(tune_dir / CHECKPOINT / "plan.json",
-                  FinalPlan(decisions.trials[0].number, decisions.flip))  # fmt: skip
+                  FinalPlan(decisions.trials[0].number, decisions.flip,
+                            final_members(opts)))  # fmt: skip
     submitted = None
     if fits:
-        submitted = by_final_fit(ctx, decisions)
+        members = saved.members if match else final_members(opts)
+        submitted = by_final_fit(ctx, decisions, members=members)
     elif opts.refit:
         submitted = by_refit(ctx, decisions)
     elif plan.kfold:
@@ -137,6 +140,16 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
     print_top(frame)
     shutil.rmtree(tune_dir / CHECKPOINT, ignore_errors=True)  # written: nothing to resume
     return path
+
+
+def final_members(opts: TuneOptions) -> int:
+    """Members the final fit trains: ``--final-members``, one with a last stretch (it trains
+    one model on)."""
+    if opts.final_members > 1 and opts.last_stretch != "off":
+        log(f"final: --last-stretch {opts.last_stretch} trains one model on: one final member, "
+            f"not {opts.final_members}")  # fmt: skip
+        return 1
+    return opts.final_members
 
 
 def idle_fit(ctx: FinalContext, d: Decisions, after_folds: bool) -> bool:
@@ -168,34 +181,40 @@ def estimate_line(s: Submitted) -> str:
         else " (not honest: --refit trained on the holdout)")  # fmt: skip
 
 
-def by_final_fit(ctx: FinalContext, d: Decisions, least: int = 2) -> Submitted | None:
-    """The chosen configuration trained on the whole training split; None when fewer than
-    ``least`` epochs fit."""
+def by_final_fit(ctx: FinalContext, d: Decisions, least: int = 2,
+                 members: int = 1) -> Submitted | None:  # fmt: skip
+    """The chosen configuration trained on the whole training split (as ``members`` models
+    averaged, tune/members.py); None when fewer than ``least`` epochs fit."""
     from pipeline.models import get_entry
-    from pipeline.predict import predict_proba
+    from pipeline.tune.members import combine, fit_members, predict_test
     from pipeline.tune.refit import FinalFitJob, final_fit, final_fit_classical
 
     best = d.trials[0]
     job = FinalFitJob(best.number, read_trial(best), d.flip, ctx.tune_dir, ctx.opts.seed,
                       ctx.opts.final_max_epochs, ctx.opts.tta, d.files[best.number][0],
-                      ctx.opts.last_stretch, ctx.opts.ema, least)  # fmt: skip
-    if get_entry(job.trial.model).classical:  # fit once on the whole split, no epochs
-        mirror = test_mirror(d.flip, trained_with_mirror=False)
+                      ctx.opts.last_stretch, ctx.opts.ema, least, members=members)  # fmt: skip
+    classical = get_entry(job.trial.model).classical  # fit once on the whole split, no epochs
+    # the fit adds the mirror to a network's augmentation where the labels survive it
+    mirror = test_mirror(d.flip, trained_with_mirror=d.flip.invariant and not classical)
+    if members > 1 and not classical:
+        fitted = fit_members(ctx, job, mirror[0])
+        if not fitted:
+            return None
+        probs, record = combine(fitted, ctx.splits.holdout[3])
+        estimate = Estimate.of(record.holdout_accuracy, record.holdout_rows, "holdout")
+        return Submitted(probs, [best], estimate, record.holdout_accuracy, record, mirror)
+    if classical:
         out = final_fit_classical(job, ctx.ds, ctx.splits.holdout, ctx.budget, mirror[0],
                                   len(ctx.splits.search[1]))  # fmt: skip
     else:
-        mirror = test_mirror(d.flip, trained_with_mirror=d.flip.invariant)  # the fit adds it so
         out = final_fit(job, ctx.ds, ctx.splits.holdout, ctx.budget, ctx.store, ctx.study)
     if out is None:
         return None
-    model, fitted = out
     t0 = time.monotonic()
-    probs = predict_proba(model, ctx.ds.x_test, tta=ctx.opts.tta, flip=mirror[0])
-    used = round((fitted.predict_used_s or 0) + time.monotonic() - t0, 1)
-    fitted = dataclasses.replace(fitted, predict_used_s=used)
+    fitted, probs = predict_test(ctx, out, mirror[0])
     estimate = Estimate.of(fitted.holdout_accuracy, fitted.holdout_rows, "holdout")
     if fitted.stretch_kept_s:
-        probs, fitted = stretched(ctx, (model, fitted), probs, time.monotonic() - t0, mirror[0])
+        probs, fitted = stretched(ctx, (out[0], fitted), probs, time.monotonic() - t0, mirror[0])
     return Submitted(probs, [best], estimate, fitted.holdout_accuracy, fitted, mirror)
 
 
@@ -206,11 +225,12 @@ def stretched(ctx: FinalContext, out: tuple, probs, predict_s: float, mirror: bo
     record); ``predict_s``: the seconds its test prediction took."""
     from pipeline.predict import predict_proba
     from pipeline.tune.budget import PREDICT_FIXED_S, PREDICT_MARGIN
+    from pipeline.tune.refit import holdout_probs_path
     from pipeline.tune.stretch import run_stretch
 
     model, fitted = out
     np.save(ctx.tune_dir / "test_proba_measured.npy", probs)
-    holdout = np.load(ctx.tune_dir / "models" / "final.holdout.npy")
+    holdout = np.load(holdout_probs_path(fitted.model_path))
     reserve = predict_s * PREDICT_MARGIN + PREDICT_FIXED_S  # the test again, after the stretch
     out = run_stretch(model, fitted, ctx.opts.last_stretch, ctx.splits.holdout, ctx.ds.x_test,
                       (holdout, probs), ctx.budget, reserve, ctx.tune_dir / "models")  # fmt: skip

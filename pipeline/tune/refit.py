@@ -39,10 +39,19 @@ class FinalFitJob:
     stretch: str = "off"  # the last stretch after the holdout scored it (tune/stretch.py)
     ema: float = 0.0  # epochs of the weights' moving average kept at the end (0: off)
     least: int = 2  # epochs the fit must hold, else it does not run
+    member: int = 0  # which of the final fit's members (tune/members.py); 0: the first
+    members: int = 1  # how many: with one, its files keep the plain names
 
     @property
     def checkpoint(self) -> Path:
-        return self.tune_dir / "final-checkpoint"
+        root = self.tune_dir / "final-checkpoint"
+        return root / f"member-{self.member}" if self.member else root
+
+    @property
+    def name(self) -> str:
+        """The stem of its files: ``models/final.keras``, ``final_history.csv``, ... for the
+        only or first member, ``final-m1...`` for the second."""
+        return f"final-m{self.member}" if self.member else "final"
 
 
 @dataclass
@@ -169,6 +178,11 @@ def train_final(job: FinalFitJob, ds: Dataset, split: Split, budget: Budget,
         f"scored at its last epoch on {len(y_va)} holdout images (progress on {n_progress})"
         + (f", starting from the trial's weights ({Path(job.init).name})" if started else "")
         + averaged
+        + (
+            f"; member {job.member + 1} of {job.members}, seed {job.seed}"
+            if job.members > 1
+            else ""
+        )
     )
     result = fit(
         model, settings, (x_tr, y_tr, x_va[:n_progress], y_va[:n_progress]), ds.num_classes,
@@ -208,14 +222,15 @@ def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, 
 
     result, settings, started = fitted
     y_va = split[3]
-    path = job.tune_dir / "models" / "final.keras"
+    path = job.tune_dir / "models" / f"{job.name}.keras"
+    history = job.tune_dir / f"{job.name}_history.csv"
     artifacts.save_model(result.model, path)
-    artifacts.save_history(job.tune_dir / "final_history.csv", result.history)
+    artifacts.save_history(history, result.history)
     passes = view_probas(result.model, split[2], which)
     plain, averaged = passes[0].astype(np.float32), np.mean(passes, axis=0).astype(np.float32)
     acc_plain = float((plain.argmax(1) == y_va).mean())
     acc_tta = float((averaged.argmax(1) == y_va).mean())
-    np.save(job.tune_dir / "models" / "final.holdout.npy", averaged)
+    np.save(holdout_probs_path(path), averaged)
     log(
         f"final: holdout accuracy at the last epoch {acc_plain:.4f}, with the test-time views "
         f"in use ({len(which)}) {acc_tta:.4f}"
@@ -224,7 +239,6 @@ def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, 
     if store is not None and study is not None:  # the study's artifacts: any machine finds them
         from pipeline.tune.store import upload
 
-        history = job.tune_dir / "final_history.csv"
         uploaded = dict(model_artifact=upload(store, study, path),
                         history_artifact=upload(store, study, history))  # fmt: skip
     m = result.metrics
@@ -238,6 +252,12 @@ def score_final(job: FinalFitJob, fitted, split: Split, which, n_progress: int, 
         images_per_second=m.train_images_per_second,
         last_learning_rate=(result.history.get("learning_rate") or [None])[-1], **uploaded,
     )  # fmt: skip
+
+
+def holdout_probs_path(model_path: str | Path) -> Path:
+    """Where a final model's holdout probabilities (test-time views averaged) are saved:
+    ``models/final.keras`` -> ``models/final.holdout.npy``."""
+    return Path(model_path).with_suffix(".holdout.npy")
 
 
 def start_from(model, saved: Path) -> bool:
