@@ -1,7 +1,8 @@
 """Benchmark: which test-time views pay, measured on the final models that runs left behind.
 
 For each run folder of bench/ablate.py (``ablate-STAMP-TAG-VARIANT-SEED``), the
-final fit's measured model (``final.keras``) is scored under each set of views on its run's
+final fit's measured model (``final.keras``, and each further member ``final-m1.keras``... of
+``--final-members``) is scored under each set of views on its run's
 holdout (which it never trained on) and on the sealed rows; the stretched model
 (``final-stretched.keras``, where a last stretch ran) on the sealed rows only (the holdout trained
 it). Views: plain, mirror, one-pixel shifts, shifts with the mirror. One row per run and model,
@@ -63,11 +64,12 @@ def main() -> None:
     rows = []
     for run in args.runs:
         tune, ds, split, truth = run_data(run)
-        for name in ("final.keras", "final-stretched.keras"):
+        members = sorted(p.name for p in (tune / "models").glob("final-m*.keras"))
+        for name in ("final.keras", *members, "final-stretched.keras"):
             path = tune / "models" / name
             if not path.exists():
                 continue
-            held = (split[2], split[3]) if name == "final.keras" else (None, None)
+            held = (split[2], split[3]) if name != "final-stretched.keras" else (None, None)
             s = scores(path, SETS, *held, ds.x_test, truth)
             rows.append((run.name, name, s))
             print(run.name, name, {f"{k[0]}/{k[1]}": round(v, 4) for k, v in s.items()},

@@ -171,7 +171,8 @@ class FinalFitRecord:
     stretch_kept_s: float | None = None  # seconds kept for the last stretch (0: none)
     stretch: StretchRecord | None = None  # the last stretch, where it ran (what is submitted)
     # --final-members N: the members trained one after another, each its own seed, their
-    # probabilities averaged; holdout_accuracy is the average's, the other fields the first's
+    # probabilities averaged; holdout_accuracy is the average's, seconds and predict_used_s the
+    # members' sum, the other fields (holdout_accuracy_plain/_tta included) the first member's
     member_seeds: list[int] = field(default_factory=list)
     member_epochs: list[int] = field(default_factory=list)
     member_seconds: list[float] = field(default_factory=list)
