@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline import argtypes
 from pipeline import options as o
 from pipeline.errors import PipelineError, explain
 from pipeline.optimizers import OPTIMIZERS
@@ -40,51 +41,6 @@ REPORTED = ("train", "tune")
 NEEDS_TENSORFLOW = ("models", "train", "predict", "report")
 
 
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        parts = tuple(int(p) for p in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W,C (e.g. 28,28,1), got {text!r}") from None
-    if len(parts) == 2:
-        parts = (*parts, 1)
-    if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected H,W,C (e.g. 28,28,1), got {text!r}")
-    return parts  # type: ignore[return-value]
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-def _auto_or_int(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
-def _epochs(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of epochs >= 0, got {text!r}")
-    return value
-
-
-def _members(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of models >= 1, got {text!r}")
-    return value
-
-
 def _default(cls: type[o.Options], name: str) -> str:
     value = cls.default(name)
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -104,7 +60,9 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--seed", type=int, help=f"random seed: split, search, init (default {o.Options.seed})"
     )
-    g.add_argument("--image-shape", type=_shape, help="H,W,C when the pixel count is ambiguous")
+    g.add_argument(
+        "--image-shape", type=argtypes.shape, help="H,W,C when the pixel count is ambiguous"
+    )
     g.add_argument(
         "--channels-first",
         action="store_true",
@@ -117,7 +75,7 @@ def _common_parser() -> argparse.ArgumentParser:
 
 def _models_flags(p) -> None:
     p.add_argument("--classes", type=int, help="number of classes (default: each study's)")
-    p.add_argument("--input-shape", type=_shape, help="H,W,C (default: each study's)")
+    p.add_argument("--input-shape", type=argtypes.shape, help="H,W,C (default: each study's)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
 
 
@@ -146,12 +104,6 @@ def _predict_flags(p) -> None:
     p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
 
 
-def _kfold(value: str) -> str:
-    if value in ("auto", "off") or (value.isdigit() and int(value) >= 2):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r}: auto, off or a number of folds >= 2")
-
-
 def _tune_flags(p) -> None:
     """tune: the search, its budget and its storage."""
     t = o.TuneOptions
@@ -171,7 +123,9 @@ def _tune_flags(p) -> None:
         help=f"2-3 minute smoke run: {q['limit']} rows, up to {q['max_epochs']} epochs per "
         f"trial, {q['timeout']:g} s, {q['warm_start']} first",
     )
-    p.add_argument("--models", type=_names, help="comma-separated registry names to search over")
+    p.add_argument(
+        "--models", type=argtypes.names, help="comma-separated registry names to search over"
+    )
     p.add_argument(
         "--warm-start",
         choices=["auto", *WARM_STARTS],
@@ -202,7 +156,7 @@ def _tune_final_flags(p) -> None:
     p.add_argument("--final-only", action="store_true", help="only the final stage")
     p.add_argument(
         "--ensemble",
-        type=_auto_or_int,
+        type=argtypes.auto_or_int,
         help="without a final fit: average the top K trials' models (default auto: the K<=3 "
         "whose average scores best on the trials' validation images)",
     )
@@ -214,7 +168,7 @@ def _tune_final_flags(p) -> None:
     )
     p.add_argument(
         "--search-rows",
-        type=_auto_or_int,
+        type=argtypes.auto_or_int,
         help="training images per trial (default auto: 12000 on CPU, all on GPU; 0 = all)",
     )
     p.add_argument(
@@ -225,7 +179,7 @@ def _tune_final_flags(p) -> None:
     )
     p.add_argument(
         "--kfold",
-        type=_kfold,
+        type=argtypes.kfold,
         help="small data: train the best configuration on k folds of every labelled row, "
         "estimate out-of-fold (default auto: 5 folds up to 15,000 labelled rows without a final "
         "fit; off; or k)",
@@ -255,14 +209,14 @@ def _tune_final_flags(p) -> None:
     )
     p.add_argument(
         "--ema",
-        type=_epochs,
+        type=argtypes.epochs,
         metavar="EPOCHS",
         help="the final fit submits the moving average of its weights over about this many "
         f"last epochs (default {_default(o.TuneOptions, 'ema')}: off, the last epoch's weights)",
     )
     p.add_argument(
         "--final-members",
-        type=_members,
+        type=argtypes.members,
         metavar="N",
         help="split the final fit's time among N models trained one after another (each its "
         "own seed), their probabilities averaged and scored together on the holdout (default "
@@ -331,7 +285,9 @@ def _kernel_flags(p) -> None:
     p.add_argument("--out", type=Path, help="folder to write (default: kernel/<competition>/)")
     p.add_argument("--timeout", type=float, help="tune's budget inside the kernel (default 3600)")
     p.add_argument("--quick", action="store_true", help="the kernel runs tune --quick")
-    p.add_argument("--models", type=_names, help="comma-separated registry names for the search")
+    p.add_argument(
+        "--models", type=argtypes.names, help="comma-separated registry names for the search"
+    )
     p.add_argument(
         "--gpu", action=argparse.BooleanOptionalAction, help="request a GPU (default: yes)"
     )
