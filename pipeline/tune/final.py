@@ -114,6 +114,9 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
                   FinalPlan(decisions.trials[0].number, decisions.flip,
                             final_members(opts)))  # fmt: skip
     submitted = None
+    if opts.final_members > 1 and not fits:
+        instead = "refits on every row" if opts.refit else "submits its folds or trials"
+        log(f"final: --final-members {opts.final_members} splits a final fit; this run {instead}")
     if fits:
         members = saved.members if match else final_members(opts)
         submitted = by_final_fit(ctx, decisions, members=members)
