@@ -557,12 +557,15 @@ def test_the_kfold_final_stage_trains_on_every_labelled_row_and_scores_out_of_fo
     demo_small, tmp_path, capsys, models
 ):
     """--limit 600 on small data: 3 folds of all 600 labelled rows (the holdout's 120 included),
-    every row predicted once by the fold that did not train on it, the estimate on all 600."""
-    args = _args(demo_small, tmp_path, "--trials", "1", "--kfold", "3", "--final-max-epochs", "2")
+    every row predicted once by the fold that did not train on it, the estimate on all 600.
+    --final-members splits a final fit only: this run says it submits its folds instead."""
+    args = _args(demo_small, tmp_path, "--trials", "1", "--kfold", "3", "--final-max-epochs", "2",
+                 "--final-members", "2")  # fmt: skip
     args[args.index("lenet5_wide,cnn1")] = models
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "on 3 folds of all 600 labelled rows" in out
+    assert "--final-members 2 splits a planned final fit; this run plans none: it submits" in out
     tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune_dir / "best.json").read_text())
     folds = best["kfold"]

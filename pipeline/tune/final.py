@@ -115,8 +115,13 @@ def final_stage(opts: TuneOptions, plan: TunePlan, ds: Dataset, study, budget: B
                             final_members(opts)))  # fmt: skip
     submitted = None
     if opts.final_members > 1 and not fits:
-        instead = "refits on every row" if opts.refit else "submits its folds or trials"
-        log(f"final: --final-members {opts.final_members} splits a final fit; this run {instead}")
+        instead = (
+            "refits on every row"
+            if opts.refit
+            else "submits k-fold or the trials' models (a short fit in time they leave is one)"
+        )
+        log(f"final: --final-members {opts.final_members} splits a planned final fit; this run "
+            f"plans none: it {instead}")  # fmt: skip
     if fits:
         members = saved.members if match else final_members(opts)
         submitted = by_final_fit(ctx, decisions, members=members)
