@@ -178,6 +178,9 @@ class FinalFitRecord:
     member_seconds: list[float] = field(default_factory=list)
     member_holdout_accuracies: list[float] = field(default_factory=list)  # each alone
     member_model_paths: list[str] = field(default_factory=list)
+    # rows each member trained on: more than train_rows where a benchmark's
+    # PIPELINE_MEMBER_ROWS=all trained a later member on the holdout too (not scored)
+    member_train_rows: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -737,6 +737,43 @@ def test_final_members_train_with_their_own_seeds_and_the_holdout_scores_their_a
     assert not (tune_dir / "final-checkpoint").exists()
 
 
+def test_a_member_on_every_labelled_row_is_averaged_but_left_out_of_the_estimate(
+    demo_small, tmp_path, capsys, monkeypatch
+):
+    """PIPELINE_MEMBER_ROWS=all: the second member trains on the training split and the
+    holdout; the submission averages both, the estimate is the first member's alone."""
+    from pipeline import training
+
+    rows = []
+    real = training.fit
+
+    def spy(model, settings, data, *a, **kw):
+        rows.append((settings.seed, len(data[1])))
+        return real(model, settings, data, *a, **kw)
+
+    monkeypatch.setattr(training, "fit", spy)
+    monkeypatch.setenv("PIPELINE_MEMBER_ROWS", "all")
+    args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
+                 "none", "--final-fit", "on", "--final-max-epochs", "2", "--final-members",
+                 "2")  # fmt: skip
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert rows[-2:] == [(42, 480), (43, 600)]  # the second: 480 training + 120 holdout rows
+    assert "estimate of the first member" in out
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    final = best["final_fit"]
+    assert final["member_train_rows"] == [480, 600]
+    assert best["holdout_accuracy"] == final["member_holdout_accuracies"][0]
+    from pipeline.data import load_competition
+    from pipeline.predict import load_model, predict_proba
+
+    ds = load_competition(demo_small)
+    models = [load_model(p) for p in final["member_model_paths"]]
+    test = np.mean([predict_proba(m, ds.x_test, flip=final["flip"]) for m in models], axis=0)
+    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), test, atol=1e-5)
+
+
 def test_each_final_member_gets_an_even_share_of_the_time_left():
     from pipeline.tune.budget import Budget
     from pipeline.tune.members import member_budget

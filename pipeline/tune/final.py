@@ -184,6 +184,13 @@ def estimate_line(s: Submitted) -> str:
             f"what is submitted then trained {stretch.epochs_run} epochs more on every "
             f"labelled row{also} (its own score cannot be measured: the holdout trained it)"
         )
+    rows = s.fitted.member_train_rows if s.fitted else []
+    if len(set(rows)) > 1:
+        return (
+            f"final: estimate of the first member {s.estimate.text()}; what is submitted also "
+            f"averages {len(rows) - 1} member(s) trained on every labelled row (their own "
+            "scores cannot be measured: the holdout trained them)"
+        )
     return f"final: estimate of what is submitted {s.estimate.text()}" + (
         "" if s.estimate.scored_on != "validation"
         else " (not honest: --refit trained on the holdout)")  # fmt: skip

@@ -3,6 +3,11 @@ among N models of the chosen configuration, trained one after another on the who
 split, each with its own seed (data order, augmentation) and its own cosine to its share's end.
 Their probabilities are averaged; the holdout, which chose nothing, scores the average.
 
+A benchmark's knob, PIPELINE_MEMBER_ROWS=all, trains the members after the first on every
+labelled row (the training split and the holdout): what is submitted then puts the holdout's
+labels to work, and the estimate rests on the members that never saw it (the first), as the
+log says.
+
 Each member checkpoints as the single fit does; a finished member leaves its record and test
 probabilities under the final checkpoint (``members/``), so an interrupted run resumes at the
 member it stopped in and does not train a finished one again.
@@ -48,7 +53,8 @@ def fit_members(ctx, job, mirror: bool) -> list[tuple[FinalFitRecord, np.ndarray
         share = member_budget(ctx.budget, job.members - k)
         log(f"final: member {k + 1} of {job.members}: ~{share.left():.0f} s of "
             f"{ctx.budget.left():.0f} s left")  # fmt: skip
-        out = final_fit(member, ctx.ds, ctx.splits.holdout, share, ctx.store, ctx.study)
+        out = final_fit(member, ctx.ds, member_split(ctx.splits.holdout, k), share, ctx.store,
+                        ctx.study)  # fmt: skip
         if out is None:
             log(f"final: {len(done)} of {job.members} members trained: the rest do not fit")
             break
@@ -56,6 +62,26 @@ def fit_members(ctx, job, mirror: bool) -> list[tuple[FinalFitRecord, np.ndarray
         save_member(ctx.tune_dir, k, fitted, probs)
         done.append((fitted, probs))
     return done
+
+
+def member_split(split, k: int):
+    """The rows member ``k`` trains on and is scored on: the training split and the holdout;
+    with PIPELINE_MEMBER_ROWS=all, members after the first train on the holdout's rows too
+    (their holdout score is then not an estimate: combine leaves them out of it)."""
+    import os
+
+    how = os.environ.get("PIPELINE_MEMBER_ROWS", "train")
+    if how not in ("train", "all"):
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"PIPELINE_MEMBER_ROWS={how!r}: write train (the default) or all")
+    x_tr, y_tr, x_va, y_va = split
+    if how == "train" or k == 0:
+        return split
+    log(f"final: member {k + 1} trains on every labelled row ({len(y_tr)} training and "
+        f"{len(y_va)} holdout rows: PIPELINE_MEMBER_ROWS=all); its holdout score is not an "
+        "estimate")  # fmt: skip
+    return np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), x_va, y_va
 
 
 def predict_test(ctx, out: tuple, mirror: bool) -> tuple[FinalFitRecord, np.ndarray]:
@@ -76,11 +102,15 @@ def combine(members: list[tuple[FinalFitRecord, np.ndarray]], y_holdout: np.ndar
     from pipeline.tune.refit import holdout_probs_path
 
     records = [r for r, _ in members]
-    holdout = np.mean([np.load(holdout_probs_path(r.model_path)) for r in records], axis=0)
+    scored = [r for r in records if r.train_rows == records[0].train_rows]  # not on the holdout
+    holdout = np.mean([np.load(holdout_probs_path(r.model_path)) for r in scored], axis=0)
     accuracy = float((holdout.argmax(1) == y_holdout).mean())
     if len(records) > 1:
         log(f"final: {len(records)} members averaged: holdout accuracy {accuracy:.4f} "
-            f"(each alone: {', '.join(f'{r.holdout_accuracy:.4f}' for r in records)})")  # fmt: skip
+            f"(each alone: {', '.join(f'{r.holdout_accuracy:.4f}' for r in records)})"
+            + ("" if len(scored) == len(records) else
+               f"; the estimate is of the {len(scored)} member(s) that never trained on the "
+               "holdout, not of the average submitted"))  # fmt: skip
     record = dataclasses.replace(
         records[0], holdout_accuracy=accuracy,
         seconds=round(sum(r.seconds for r in records), 1),
@@ -90,6 +120,7 @@ def combine(members: list[tuple[FinalFitRecord, np.ndarray]], y_holdout: np.ndar
         member_seconds=[r.seconds for r in records],
         member_holdout_accuracies=[r.holdout_accuracy for r in records],
         member_model_paths=[r.model_path for r in records],
+        member_train_rows=[r.train_rows for r in records],
     )  # fmt: skip
     return np.mean([p for _, p in members], axis=0), record
 
