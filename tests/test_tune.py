@@ -760,6 +760,7 @@ def test_a_member_on_every_labelled_row_is_averaged_but_left_out_of_the_estimate
     out = capsys.readouterr().out
     assert rows[-2:] == [(42, 480), (43, 600)]  # the second: 480 training + 120 holdout rows
     assert "estimate of the first member" in out
+    assert "the holdout scores the 1 that never trained on it" in out
     tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune_dir / "best.json").read_text())
     final = best["final_fit"]

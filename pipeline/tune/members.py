@@ -105,12 +105,12 @@ def combine(members: list[tuple[FinalFitRecord, np.ndarray]], y_holdout: np.ndar
     scored = [r for r in records if r.train_rows == records[0].train_rows]  # not on the holdout
     holdout = np.mean([np.load(holdout_probs_path(r.model_path)) for r in scored], axis=0)
     accuracy = float((holdout.argmax(1) == y_holdout).mean())
-    if len(records) > 1:
+    if len(scored) < len(records):
+        log(f"final: {len(records)} members averaged; the holdout scores the {len(scored)} "
+            f"that never trained on it: {accuracy:.4f} (not the average submitted)")  # fmt: skip
+    elif len(records) > 1:
         log(f"final: {len(records)} members averaged: holdout accuracy {accuracy:.4f} "
-            f"(each alone: {', '.join(f'{r.holdout_accuracy:.4f}' for r in records)})"
-            + ("" if len(scored) == len(records) else
-               f"; the estimate is of the {len(scored)} member(s) that never trained on the "
-               "holdout, not of the average submitted"))  # fmt: skip
+            f"(each alone: {', '.join(f'{r.holdout_accuracy:.4f}' for r in records)})")  # fmt: skip
     record = dataclasses.replace(
         records[0], holdout_accuracy=accuracy,
         seconds=round(sum(r.seconds for r in records), 1),
