@@ -4,8 +4,9 @@ For each run folder of bench/ablate.py (``ablate-STAMP-TAG-VARIANT-SEED``), the
 final fit's measured model (``final.keras``, and each further member ``final-m1.keras``... of
 ``--final-members``) is scored under each set of views on its run's
 holdout (which it never trained on) and on the sealed rows; the stretched model
-(``final-stretched.keras``, where a last stretch ran) on the sealed rows only (the holdout trained
-it). Views: plain, mirror, one-pixel shifts, shifts with the mirror. One row per run and model,
+(``final-stretched.keras``, where a last stretch ran) and a member trained on every labelled row
+(PIPELINE_MEMBER_ROWS=all) on the sealed rows only (the holdout trained them). Views: plain,
+mirror, one-pixel shifts, shifts with the mirror. One row per run and model,
 then the mean gain of each view set over plain, with its min-max over runs.
 
     .venv/bin/python bench/views.py bench/results/ablate-STAMP-*
@@ -57,6 +58,21 @@ def scores(model_path: Path, sets, x_ho, y_ho, x_te, y_te) -> dict:
     return out
 
 
+def trained_on_holdout(tune: Path) -> set[str]:
+    """Model files of the run that trained on its holdout (scored on the sealed rows only):
+    the stretched model, and members of PIPELINE_MEMBER_ROWS=all (more rows than the first)."""
+    import json
+
+    out = {"final-stretched.keras"}
+    best = tune / "best.json"
+    final = (json.loads(best.read_text()).get("final_fit") or {}) if best.exists() else {}
+    rows = final.get("member_train_rows") or []
+    for path, n in zip(final.get("member_model_paths") or [], rows, strict=False):
+        if n > rows[0]:
+            out.add(Path(path).name)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -69,7 +85,7 @@ def main() -> None:
             path = tune / "models" / name
             if not path.exists():
                 continue
-            held = (split[2], split[3]) if name != "final-stretched.keras" else (None, None)
+            held = (split[2], split[3]) if name not in trained_on_holdout(tune) else (None, None)
             s = scores(path, SETS, *held, ds.x_test, truth)
             rows.append((run.name, name, s))
             print(run.name, name, {f"{k[0]}/{k[1]}": round(v, 4) for k, v in s.items()},
