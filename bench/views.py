@@ -81,11 +81,12 @@ def main() -> None:
     for run in args.runs:
         tune, ds, split, truth = run_data(run)
         members = sorted(p.name for p in (tune / "models").glob("final-m*.keras"))
+        seen_holdout = trained_on_holdout(tune)
         for name in ("final.keras", *members, "final-stretched.keras"):
             path = tune / "models" / name
             if not path.exists():
                 continue
-            held = (split[2], split[3]) if name not in trained_on_holdout(tune) else (None, None)
+            held = (split[2], split[3]) if name not in seen_holdout else (None, None)
             s = scores(path, SETS, *held, ds.x_test, truth)
             rows.append((run.name, name, s))
             print(run.name, name, {f"{k[0]}/{k[1]}": round(v, 4) for k, v in s.items()},

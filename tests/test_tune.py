@@ -693,21 +693,27 @@ def test_a_benchmark_may_add_erasing_and_set_label_smoothing_in_the_final_fit(mo
         benchmark_recipe(trial)
 
 
+def _spy_fit_rows(monkeypatch) -> list[tuple[int, int]]:
+    """(seed, training rows) of every training.fit call from now on, in order."""
+    from pipeline import training
+
+    calls = []
+    real = training.fit
+
+    def spy(model, settings, data, *a, **kw):
+        calls.append((settings.seed, len(data[1])))
+        return real(model, settings, data, *a, **kw)
+
+    monkeypatch.setattr(training, "fit", spy)
+    return calls
+
+
 def test_final_members_train_with_their_own_seeds_and_the_holdout_scores_their_average(
     demo_small, tmp_path, capsys, monkeypatch
 ):
     """--final-members 2: two models of the chosen configuration, seeds 42 and 43, each saved;
     what is submitted and what the holdout scores is their averaged probabilities."""
-    from pipeline import training
-
-    seeds = []
-    real = training.fit
-
-    def spy(model, settings, data, *a, **kw):
-        seeds.append((settings.seed, len(data[1])))
-        return real(model, settings, data, *a, **kw)
-
-    monkeypatch.setattr(training, "fit", spy)
+    seeds = _spy_fit_rows(monkeypatch)
     args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
                  "none", "--final-fit", "on", "--final-max-epochs", "2", "--final-members",
                  "2")  # fmt: skip
@@ -742,16 +748,7 @@ def test_a_member_on_every_labelled_row_is_averaged_but_left_out_of_the_estimate
 ):
     """PIPELINE_MEMBER_ROWS=all: the second member trains on the training split and the
     holdout; the submission averages both, the estimate is the first member's alone."""
-    from pipeline import training
-
-    rows = []
-    real = training.fit
-
-    def spy(model, settings, data, *a, **kw):
-        rows.append((settings.seed, len(data[1])))
-        return real(model, settings, data, *a, **kw)
-
-    monkeypatch.setattr(training, "fit", spy)
+    rows = _spy_fit_rows(monkeypatch)
     monkeypatch.setenv("PIPELINE_MEMBER_ROWS", "all")
     args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
                  "none", "--final-fit", "on", "--final-max-epochs", "2", "--final-members",
