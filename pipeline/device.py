@@ -51,11 +51,11 @@ def quiet(debug: bool = False) -> None:
         logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def cpu_bf16() -> bool:
+def cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX-BF16, read from
-    /proc/cpuinfo's flags; False where that file is absent)."""
+    the flags of ``cpuinfo``; False where that file is absent)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())

@@ -1,6 +1,7 @@
-"""The GPU-only settings run here, on the CPU: a mixed_float16 policy for every family of the
-search space (one train step, one prediction, softmax kept float32), and XLA (jit_compile) for a
-small model. An entry that cannot take them is left out of a GPU search with a reason."""
+"""The reduced-precision settings run here, on the CPU: the GPU's mixed_float16 and the bfloat16
+CPU's mixed_bfloat16 policy for every family of the search space (one train step, one
+prediction, softmax kept float32), and XLA (jit_compile) for a small model. An entry that cannot
+take the GPU's settings is left out of a GPU search with a reason."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ pytestmark = pytest.mark.slow
 FAMILIES = {get_entry(m).family: m for m in reversed(DEFAULT_MODELS) if not get_entry(m).classical}
 
 
-@pytest.fixture
-def mixed_precision():
+@pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
+def mixed_precision(request):
     import keras
 
     keras.backend.clear_session()  # first: Keras 3 resets the policy with the session
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param.removeprefix("mixed_")
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("float32")
 
@@ -36,14 +37,14 @@ def _batch(shape, k, n=4):
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES.values()))
-def test_every_searched_family_trains_and_predicts_under_mixed_float16(name, mixed_precision):
+def test_every_searched_family_trains_and_predicts_under_mixed_precision(name, mixed_precision):
     import keras
 
     from pipeline.models import build_model
 
     model = build_model(name, (28, 28, 1), 10)
     convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
-    assert convs and convs[0].compute_dtype == "float16"  # the policy is really in force
+    assert convs and convs[0].compute_dtype == mixed_precision  # the policy is really in force
     model.compile(
         optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy", jit_compile=False
     )
@@ -129,3 +130,68 @@ def test_a_fresh_session_between_trials_keeps_mixed_precision(monkeypatch):
     finally:
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bfloat16_in_hardware_is_read_from_the_cpu_flags(tmp_path):
+    from pipeline.device import cpu_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_bf16(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not cpu_bf16(str(info))
+    info.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert cpu_bf16(str(info))
+    assert not cpu_bf16(str(tmp_path / "absent"))
+
+
+def test_the_cpu_policy_is_bfloat16_only_where_asked_for_and_in_hardware(monkeypatch):
+    from pipeline import device
+    from pipeline.errors import PipelineError
+
+    for asked, hardware, policy in [
+        (None, True, "float32"),
+        ("bf16", True, "mixed_bfloat16"),
+        ("bf16", False, "float32"),
+        ("float32", True, "float32"),
+    ]:
+        monkeypatch.setattr(device, "cpu_bf16", lambda h=hardware: h)
+        if asked is None:
+            monkeypatch.delenv("PIPELINE_CPU_PRECISION", raising=False)
+        else:
+            monkeypatch.setenv("PIPELINE_CPU_PRECISION", asked)
+        assert device.cpu_policy() == policy, (asked, hardware)
+    monkeypatch.setenv("PIPELINE_CPU_PRECISION", "fp16")
+    with pytest.raises(PipelineError, match="PIPELINE_CPU_PRECISION='fp16'"):
+        device.cpu_policy()
+
+
+def test_a_bfloat16_model_saved_by_the_fit_loads_and_predicts_float32(tmp_path):
+    """What the final fit saves under mixed_bfloat16 is what predict loads (in a process whose
+    policy may be float32): bfloat16 layers, float32 probabilities that sum to 1."""
+    import keras
+
+    from pipeline.models import build_model, get_entry
+    from pipeline.predict import load_model, predict_proba
+    from pipeline.training import fit, settings_for
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
+    y = np.arange(96) % 10
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model("resnet9s", (28, 28, 1), 10)
+        settings = settings_for(get_entry("resnet9s"), seed=0, epochs=1, batch_size=32)
+        fit(model, settings, (x[:64], y[:64], x[64:], y[64:]), 10, verbose=0)
+        model.save(tmp_path / "m.keras")
+    finally:
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = load_model(tmp_path / "m.keras")
+    convs = [la for la in loaded.layers if isinstance(la, keras.layers.Conv2D)]
+    assert convs[0].compute_dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(loaded(x[:2].astype(np.float32)).dtype) == "float32"
+    p = predict_proba(loaded, x[64:])
+    assert p.dtype == np.float32 and p.shape == (32, 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-3)
