@@ -51,6 +51,10 @@ def quiet(debug: bool = False) -> None:
         logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+# the CPU's dtype policies: PIPELINE_CPU_PRECISION's value -> Keras's policy
+POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
+
+
 def cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX-BF16, read from
     the flags of ``cpuinfo``; False where that file is absent)."""
@@ -72,11 +76,11 @@ def cpu_policy() -> str:
     resnet9s, batch 256) the pipeline's fit trained 1.21x the images a second (1,243 against
     1,031, two runs each, /tmp probe of bench/train_speed.py's child)."""
     how = os.environ.get("PIPELINE_CPU_PRECISION", "float32")
-    if how not in ("float32", "bf16"):
+    if how not in POLICIES:
         from pipeline.errors import PipelineError
 
         raise PipelineError(f"PIPELINE_CPU_PRECISION={how!r}: write float32 or bf16")
-    return "mixed_bfloat16" if how == "bf16" and cpu_bf16() else "float32"
+    return POLICIES[how] if how == "float32" or cpu_bf16() else "float32"
 
 
 def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
@@ -125,6 +129,15 @@ def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
     info.setdefault("policy", "mixed_float16" if info["mixed_precision"] else "float32")
     _RUNTIME = info
     return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line for the log: where training runs and in which precision."""
+    if info["device"] == "GPU":
+        xla = "XLA on" if info.get("jit_compile") else "XLA off"
+        return f"device: {info['gpus']} GPU(s), {info['policy']}, {xla}"
+    onednn = "oneDNN on" if info.get("onednn") else "oneDNN off"
+    return f"device: CPU, {info.get('threads')} threads, {onednn}, {info['policy']}"
 
 
 def fresh_session() -> None:

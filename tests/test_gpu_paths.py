@@ -161,6 +161,11 @@ def test_the_cpu_policy_is_bfloat16_only_where_asked_for_and_in_hardware(monkeyp
         else:
             monkeypatch.setenv("PIPELINE_CPU_PRECISION", asked)
         assert device.cpu_policy() == policy, (asked, hardware)
+    # a cost measured under one policy is not read under the other
+    from pipeline.tune.budget import cost_key
+
+    keys = {cost_key({"device": "CPU", "policy": p}, (28, 28, 1)) for p in device.POLICIES.values()}
+    assert len(keys) == 2
     monkeypatch.setenv("PIPELINE_CPU_PRECISION", "fp16")
     with pytest.raises(PipelineError, match="PIPELINE_CPU_PRECISION='fp16'"):
         device.cpu_policy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def test_study_resumes_and_final_stage_writes_everything(demo_small, tmp_path, c
     sub_path = out.strip().splitlines()[-1]
     assert sub_path.endswith(".csv") and os.path.exists(sub_path)
     assert "tune: trial   0" in out and "top trials:" in out
+    # where it trains and in which precision (the tests' CPU keeps float32 unless asked)
+    assert re.search(r"device: CPU, \d+ threads, oneDNN on, (float32|mixed_bfloat16)", out)
     study = _study(tmp_path)
     assert len(study.get_trials()) == 2
     first = {t.number: t.value for t in _complete(study)}
@@ -173,11 +176,12 @@ def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkey
 
 def test_budget_refuses_a_trial_it_cannot_hold(demo_small, tmp_path, capsys):
     from pipeline.device import configure_runtime
+    from pipeline.tune.budget import cost_key
 
     # this machine measured as a million times slower: no epoch fits the 300 s budget
     comp = tmp_path / "art" / "fashion-mnist"
     comp.mkdir(parents=True)
-    key = f"{configure_runtime()['device']}-{os.cpu_count()}-28x28x1"
+    key = cost_key(configure_runtime(), (28, 28, 1))
     cost = {"key": key, "seconds_per_image": 1.0, "macs": 1, "seconds_per_image_per_mac": 1.0}
     (comp / "cost.json").write_text(json.dumps(cost))
     code = cli.main(_args(demo_small, tmp_path, "--trials", "5"))

@@ -140,6 +140,7 @@ def measure(opts: TuneOptions, ds, candidates: list[str], worker):
 def search_then_final(opts: TuneOptions, ds, budget: Budget):
     """Measure the machine, plan, search, then the final stage (or, ``--search-only``, the
     trials table); returns the submission's path, or None."""
+    from pipeline.device import describe
     from pipeline.models import get_entry
     from pipeline.search_space import DEFAULT_MODELS
     from pipeline.tune.worker import Worker
@@ -150,6 +151,7 @@ def search_then_final(opts: TuneOptions, ds, budget: Budget):
     worker = Worker(opts) if opts.isolate == "process" else None
     try:
         runtime, cost = measure(opts, ds, candidates, worker)
+        log(describe(runtime))
         study, objective = prepare_search(opts, ds, budget, runtime["device"], cost, candidates,
                                           worker)  # fmt: skip
         search(opts, study, objective)
