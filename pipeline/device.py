@@ -72,15 +72,15 @@ def cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 def cpu_policy() -> str:
     """The Keras dtype policy on a CPU: ``float32`` unless PIPELINE_CPU_PRECISION=bf16 (a
     benchmark's knob) asks for ``mixed_bfloat16`` and the CPU has bfloat16 in hardware (oneDNN's
-    bf16 kernels; elsewhere bf16 is emulated and slower). On an AVX-512 BF16 CPU (2 cores,
-    resnet9s, batch 256) the pipeline's fit trained 1.21x the images a second (1,243 against
-    1,031, two runs each, /tmp probe of bench/train_speed.py's child)."""
+    bf16 kernels; elsewhere bf16 is emulated and slower). On an AVX-512 BF16 CPU (2 cores) it
+    made the warm-start trial ~1.2x faster and gave 21-22 final epochs at 900 s where float32
+    gave 18, for +0.0010 sealed over 3 seeds, inside the spread (bench/ablate.py, bench/README)."""
     how = os.environ.get("PIPELINE_CPU_PRECISION", "float32")
     if how not in POLICIES:
         from pipeline.errors import PipelineError
 
         raise PipelineError(f"PIPELINE_CPU_PRECISION={how!r}: write float32 or bf16")
-    return POLICIES[how] if how == "float32" or cpu_bf16() else "float32"
+    return POLICIES["bf16"] if how == "bf16" and cpu_bf16() else "float32"
 
 
 def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
