@@ -29,29 +29,3 @@ def auto_or_int(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
-def epochs(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of epochs >= 0, got {text!r}")
-    return value
-
-
-def members(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of models >= 1, got {text!r}")
-    return value
-
-
-def kfold(value: str) -> str:
-    if value in ("auto", "off") or (value.isdigit() and int(value) >= 2):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r}: auto, off or a number of folds >= 2")

@@ -14,10 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.device import configure_runtime
-from pipeline.training import deadline_at
 
 configure_runtime()  # TensorFlow imported once, its start-up messages silenced
 import keras  # noqa: E402
+
+
+def deadline_at(deadline) -> float:
+    """The deadline's ``time.monotonic()`` seconds now (a number, or a function returning it,
+    re-read every epoch)."""
+    return deadline() if callable(deadline) else deadline
 
 
 class Deadline(keras.callbacks.Callback):

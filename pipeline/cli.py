@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pipeline import argtypes
 from pipeline import options as o
+from pipeline.device import PRECISIONS
 from pipeline.errors import PipelineError, explain
 from pipeline.optimizers import OPTIMIZERS
-from pipeline.search_space import WARM_STARTS
 
 # command -> (options class, "module:function" of its handler)
 HANDLERS: dict[str, tuple[type[o.Options], str]] = {
@@ -127,12 +127,6 @@ def _tune_flags(p) -> None:
         "--models", type=argtypes.names, help="comma-separated registry names to search over"
     )
     p.add_argument(
-        "--warm-start",
-        choices=["auto", *WARM_STARTS],
-        help="the first trial's recipe (default auto: resnet9s; --quick: lenet5_wide, which "
-        "trains ~3.7x as many images a second on a CPU)",
-    )
-    p.add_argument(
         "--pruner",
         choices=["halving", "median", "hyperband", "none"],
         help=f"default {_default(t, 'pruner')}",
@@ -146,43 +140,31 @@ def _tune_flags(p) -> None:
         help="a shared folder for the models trials and the final fit keep, recorded by "
         "artifact id (default: local files)",
     )
-    _tune_final_flags(p)
-    _tune_run_flags(p)
-
-
-def _tune_final_flags(p) -> None:
-    """tune: what the final stage does."""
-    p.add_argument("--search-only", action="store_true", help="run trials, skip the final stage")
-    p.add_argument("--final-only", action="store_true", help="only the final stage")
-    p.add_argument(
-        "--ensemble",
-        type=argtypes.auto_or_int,
-        help="without a final fit: average the top K trials' models (default auto: the K<=3 "
-        "whose average scores best on the trials' validation images)",
-    )
-    p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
-    p.add_argument(
-        "--refit",
-        action="store_true",
-        help="retrain the best configuration on all rows before predicting",
-    )
     p.add_argument(
         "--search-rows",
         type=argtypes.auto_or_int,
-        help="training images per trial (default auto: 12000 on CPU, all on GPU; 0 = all)",
+        help="training images per trial (default auto: a 12000-row slice where the budget "
+        "cannot hold trials on every row; 0 = all)",
+    )
+    _tune_final_flags(p)
+
+
+def _tune_final_flags(p) -> None:
+    """tune: what the final stage does, and how the run runs."""
+    p.add_argument("--search-only", action="store_true", help="run trials, skip the final stage")
+    p.add_argument("--final-only", action="store_true", help="only the final stage")
+    p.add_argument(
+        "--final",
+        choices=["auto", "fit", "folds", "trials"],
+        help="the final stage: train the chosen configuration on the whole 80%% (fit), on k "
+        "folds of every labelled row (folds), or average the trials' own models (trials) "
+        "(default auto: the plan decides from the data's size and the measured cost)",
     )
     p.add_argument(
-        "--final-fit",
-        choices=["auto", "on", "off"],
-        help="train the best configuration on the whole split at the end "
-        "(default auto: when trials used a slice)",
-    )
-    p.add_argument(
-        "--kfold",
-        type=argtypes.kfold,
-        help="small data: train the best configuration on k folds of every labelled row, "
-        "estimate out-of-fold (default auto: 5 folds up to 15,000 labelled rows without a final "
-        "fit; off; or k)",
+        "--ensemble",
+        type=argtypes.auto_or_int,
+        help="average the top K trials' models where no fit follows (default auto: the K<=3 "
+        "whose average scores best on the trials' validation images)",
     )
     p.add_argument(
         "--final-max-epochs",
@@ -190,55 +172,25 @@ def _tune_final_flags(p) -> None:
         help="epochs of the final fit at most (default: as many as the budget holds)",
     )
     p.add_argument(
-        "--final-trial",
-        type=int,
-        help="the final stage uses this trial's configuration (default: the best trial's)",
-    )
-    p.add_argument(
         "--flip",
         choices=["auto", "on", "off"],
         help="left-right mirror in the final fit's augmentation and at test time (default auto: "
         "where the labels survive it, measured on the trials' validation images)",
     )
+    p.add_argument("--tta", action="store_true", help="average over one-pixel test-time shifts")
     p.add_argument(
-        "--last-stretch",
-        choices=["off", "labelled", "labelled+test"],
-        help="after the holdout scores the final fit (the estimate), train it a few more epochs "
-        "on every labelled row (labelled), and on the test images it labels confidently "
-        f"(labelled+test) (default {_default(o.TuneOptions, 'last_stretch')})",
-    )
-    p.add_argument(
-        "--ema",
-        type=argtypes.epochs,
-        metavar="EPOCHS",
-        help="the final fit submits the moving average of its weights over about this many "
-        f"last epochs (default {_default(o.TuneOptions, 'ema')}: off, the last epoch's weights)",
-    )
-    p.add_argument(
-        "--final-members",
-        type=argtypes.members,
-        metavar="N",
-        help="split the final fit's time among N models trained one after another (each its "
-        "own seed), their probabilities averaged and scored together on the holdout (default "
-        f"{_default(o.TuneOptions, 'final_members')})",
-    )
-
-
-def _tune_run_flags(p) -> None:
-    """tune: failures, data, report, isolation."""
-    t = o.TuneOptions
-    p.add_argument(
-        "--max-failures",
-        type=int,
-        help=f"stop after N trials fail in a row (default {_default(t, 'max_failures')})",
+        "--precision",
+        choices=list(PRECISIONS),
+        help="auto: mixed float16 on a GPU, float32 on a CPU; mixed: also bfloat16 on a CPU "
+        "that has it in hardware; float32: everywhere (default auto)",
     )
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--limit", type=int, help="use only N labelled rows (stratified)")
     p.add_argument(
         "--isolate",
         choices=["process", "none"],
-        help="run trials in a child process, so memory cannot grow trial after trial "
-        "(default process; none: in this process)",
+        help="train in a child process, so memory cannot grow fit after fit (default process; "
+        "none: in this process)",
     )
 
 

@@ -51,8 +51,11 @@ def quiet(debug: bool = False) -> None:
         logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-# the CPU's dtype policies: PIPELINE_CPU_PRECISION's value -> Keras's policy
-POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
+# --precision: "auto" keeps float32 on a CPU and mixed float16 on a GPU of compute capability
+# >= 7.0; "mixed" also trains under mixed bfloat16 on a CPU that multiplies it in hardware (1.2x
+# faster epochs of resnet9s on 2 cores, +0.0010 sealed over 3 seeds at 900 s: inside the
+# spread, bench/README.md); "float32" everywhere.
+PRECISIONS = ("auto", "mixed", "float32")
 
 
 def cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -69,27 +72,28 @@ def cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def cpu_policy() -> str:
-    """The Keras dtype policy on a CPU: ``float32`` unless PIPELINE_CPU_PRECISION=bf16 (a
-    benchmark's knob) asks for ``mixed_bfloat16`` and the CPU has bfloat16 in hardware (oneDNN's
-    bf16 kernels; elsewhere bf16 is emulated and slower). On an AVX-512 BF16 CPU (2 cores) it
-    made the warm-start trial ~1.2x faster and gave 21-22 final epochs at 900 s where float32
-    gave 18, for +0.0010 sealed over 3 seeds, inside the spread (bench/ablate.py, bench/README)."""
-    how = os.environ.get("PIPELINE_CPU_PRECISION", "float32")
-    if how not in POLICIES:
-        from pipeline.errors import PipelineError
-
-        raise PipelineError(f"PIPELINE_CPU_PRECISION={how!r}: write float32 or bf16")
-    return POLICIES["bf16"] if how == "bf16" and cpu_bf16() else "float32"
+def cpu_policy(precision: str) -> str:
+    """The Keras dtype policy on a CPU: ``mixed_bfloat16`` for ``--precision mixed`` where the
+    CPU has bfloat16 in hardware (oneDNN's bf16 kernels; elsewhere bf16 is emulated and
+    slower), else ``float32``."""
+    return "mixed_bfloat16" if precision == "mixed" and cpu_bf16() else "float32"
 
 
-def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
+def gpu_policy(precision: str, capability) -> str:
+    """The Keras dtype policy on a GPU: mixed float16 unless ``--precision float32``, where the
+    GPU has tensor cores (compute capability >= 7.0)."""
+    fast = capability is not None and tuple(capability) >= (7, 0)
+    return "mixed_float16" if precision != "float32" and fast else "float32"
+
+
+def configure_runtime(precision: str = "auto") -> dict[str, Any]:
     """Set up TensorFlow once per process; returns what was chosen.
 
     CPU: oneDNN kernels on (cnn7 trains 2.05x faster at batch 32 and 256 alike, measured one
     factor at a time by bench/train_speed.py; set before TensorFlow is imported), all
     cores for intra-op work, no XLA (2x slower on CPU). GPU: memory growth, mixed precision on
-    GPUs with compute capability >= 7.0 unless ``mixed_precision="off"``, XLA on.
+    GPUs with compute capability >= 7.0 (:func:`gpu_policy`), XLA on. ``precision``
+    (``--precision``) counts at the first call only: the set-up is the process's.
     """
     global _RUNTIME
     if _RUNTIME is not None:
@@ -109,24 +113,19 @@ def configure_runtime(mixed_precision: str = "auto") -> dict[str, Any]:
             with contextlib.suppress(RuntimeError):
                 tf.config.experimental.set_memory_growth(gpu, True)
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        use_mp = mixed_precision == "on" or (
-            mixed_precision == "auto" and capability is not None and capability >= (7, 0)
-        )
-        if use_mp:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        info.update(mixed_precision=use_mp, jit_compile=True)
+        policy = gpu_policy(precision, capability)
+        info.update(jit_compile=True)
     else:
         cores = os.cpu_count() or 1
         with contextlib.suppress(RuntimeError):
             tf.config.threading.set_intra_op_parallelism_threads(cores)
             tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
-        policy = cpu_policy()
-        if policy != "float32":
-            keras.mixed_precision.set_global_policy(policy)
-        info.update(mixed_precision=policy != "float32", jit_compile=False, threads=cores)
-        info["policy"] = policy
+        policy = cpu_policy(precision)
+        info.update(jit_compile=False, threads=cores)
+    if policy != "float32":
+        keras.mixed_precision.set_global_policy(policy)
+    info.update(policy=policy, mixed_precision=policy != "float32")
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-    info.setdefault("policy", "mixed_float16" if info["mixed_precision"] else "float32")
     _RUNTIME = info
     return info
 
@@ -154,33 +153,3 @@ def fresh_session() -> None:
     policy = (_RUNTIME or {}).get("policy")
     if policy and keras.mixed_precision.global_policy().name != policy:
         keras.mixed_precision.set_global_policy(policy)
-
-
-def gpu_problem(name: str, input_shape, num_classes: int) -> str | None:
-    """Why entry ``name`` cannot take the GPU settings (a ``mixed_float16`` policy with the
-    softmax kept float32), or None when it can: built under the policy, one forward pass must
-    give finite float32 probabilities. Tune leaves such an entry out of a GPU search, saying why.
-    """
-    import keras
-    import numpy as np
-
-    from pipeline.models import build_model
-
-    before = keras.mixed_precision.global_policy()
-    try:
-        keras.backend.clear_session()  # first: clearing the session resets the policy
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        model = build_model(name, input_shape, num_classes)
-        x = np.zeros((2, *input_shape), dtype=np.float32)
-        out = model(x, training=False)
-        dtype = keras.backend.standardize_dtype(out.dtype)
-        if dtype != "float32":
-            return f"its output is {dtype} under mixed precision (softmax must stay float32)"
-        if not np.isfinite(np.asarray(out)).all():
-            return "non-finite output under mixed precision"
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure to build or run is the reason
-        return f"{type(exc).__name__}: {str(exc)[:120]}"
-    finally:
-        keras.backend.clear_session()
-        keras.mixed_precision.set_global_policy(before)

@@ -38,16 +38,24 @@ def _handler(signum, frame) -> None:
     _requested = signum  # training stops after its current batch
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM here (main thread only; elsewhere Python's defaults stay)."""
+def install(signals=(signal.SIGINT, signal.SIGTERM)) -> None:
+    """Route these signals here (main thread only; elsewhere Python's defaults stay)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _handler)
-        signal.signal(signal.SIGTERM, _handler)
+        for signum in signals:
+            signal.signal(signum, _handler)
 
 
 def requested() -> int | None:
     """The signal waiting to stop training, if any."""
     return _requested
+
+
+def take() -> int | None:
+    """The signal waiting to stop training, which is then no longer waiting (it was passed on:
+    to the worker process, see pipeline.tune.runner)."""
+    global _requested
+    signum, _requested = _requested, None
+    return signum
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The optimizers a recipe names, built by Keras, with an optional moving average of the weights."""
+"""The optimizers a recipe names, built by Keras."""
 
 from __future__ import annotations
 
@@ -7,27 +7,18 @@ from pipeline.errors import PipelineError
 OPTIMIZERS = ("adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
 
 
-def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
-    """The per-step momentum of a moving average whose horizon is ``epochs`` epochs."""
-    return max(0.0, 1.0 - 1.0 / max(epochs * steps_per_epoch, 1.0))
-
-
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0,
-                   ema: float = 0.0):  # fmt: skip
-    """The named optimizer; ``ema`` > 0: it keeps a moving average of the weights with that
-    per-step momentum, which ``model.fit`` writes into the model when it ends."""
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0):
+    """The named optimizer."""
     import keras
 
-    extra = {"use_ema": True, "ema_momentum": ema} if ema > 0 else {}
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, **extra)
+        return keras.optimizers.Adam(learning_rate)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, **extra)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum)
     if name == "sgd-nesterov":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum or 0.9, nesterov=True,
-                                    **extra)  # fmt: skip
+        return keras.optimizers.SGD(learning_rate, momentum=momentum or 0.9, nesterov=True)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, **extra)
+        return keras.optimizers.RMSprop(learning_rate)
     if name == "adadelta":
-        return keras.optimizers.Adadelta(learning_rate, **extra)
+        return keras.optimizers.Adadelta(learning_rate)
     raise PipelineError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")

@@ -104,7 +104,7 @@ class TuneOptions(Options):
     command: ClassVar[str] = "tune"
     timeout: float = 3600.0
     trials: int | None = None  # None: the budget decides
-    max_epochs: int | None = None  # None: 8 on a slice, else 15 (see pipeline.tune.budget)
+    max_epochs: int | None = None  # None: 8 on a slice, else 15 (see pipeline.tune.plan)
     quick: bool = False
     models: tuple[str, ...] = ()  # (): the default search space
     warm_start: str = "auto"  # the first trial's recipe (search_space.WARM_STARTS); auto: resnet9s
@@ -114,22 +114,16 @@ class TuneOptions(Options):
     artifact_store: str | None = None  # a shared folder for kept models (Optuna artifacts)
     search_only: bool = False
     final_only: bool = False
+    final: str = "auto"  # the final stage: auto (the plan), fit, folds or trials
     ensemble: int | str = "auto"
     tta: bool = False
-    refit: bool = False
     search_rows: int | str = "auto"  # 0: all rows
-    final_fit: str = "auto"
-    kfold: str = "auto"  # small data: train k folds of every labelled row (auto, off, or k)
     final_max_epochs: int | None = None  # None: as many as the budget holds
-    final_trial: int | None = None  # None: the best trial's configuration
     flip: str = "auto"  # mirror in the final fit and at test time: auto (measured), on, off
-    last_stretch: str = "off"  # after the estimate: off, labelled, labelled+test (stretch.py)
-    ema: float = 0.0  # the final fit keeps its weights' moving average over ~N epochs (0: off)
-    final_members: int = 1  # the final fit's time split among N models, averaged (members.py)
-    max_failures: int = 5
+    precision: str = "auto"  # auto, mixed, float32 (pipeline.device.PRECISIONS)
     limit: int | None = None
     no_report: bool = False
-    isolate: str = "process"  # trials in a child process (memory), or "none": in this one
+    isolate: str = "process"  # TensorFlow's work in a child process (memory), or "none"
 
     # ``--quick``: a 2-3 minute smoke run; these replace the defaults of flags not given. No
     # trial cap: the 150 s decide. With 3 trials of 2 epochs it stopped at 76 s of 150 and scored

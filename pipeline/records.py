@@ -126,21 +126,6 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class StretchRecord:
-    """What the final fit's last stretch trained after the holdout scored it
-    (pipeline.tune.stretch; best.json's ``final_fit.stretch``)."""
-
-    epochs_run: int
-    seconds: float
-    labelled_rows: int  # the training split and the holdout
-    pseudo_rows: int  # test images with their predicted labels
-    pseudo_threshold: float | None  # the confidence they passed (None: no test images)
-    pseudo_holdout_precision: float | None  # the measured model's, at that threshold
-    learning_rate: float  # at the stretch's start
-    measured_model_path: str  # the model the estimate scored (before the stretch)
-
-
-@dataclass(frozen=True)
 class FinalFitRecord:
     """The best configuration trained again on the whole training split for as many epochs as
     the budget holds, scored at its last epoch on the whole holdout, which chose nothing: the
@@ -168,19 +153,6 @@ class FinalFitRecord:
     predict_used_s: float | None = None  # seconds predicting the holdout and the test took
     images_per_second: float | None = None  # the fit's measured training pace
     last_learning_rate: float | None = None  # of its last epoch (the cosine's end)
-    stretch_kept_s: float | None = None  # seconds kept for the last stretch (0: none)
-    stretch: StretchRecord | None = None  # the last stretch, where it ran (what is submitted)
-    # --final-members N: the members trained one after another, each its own seed, their
-    # probabilities averaged; holdout_accuracy is the average's, seconds and predict_used_s the
-    # members' sum, the other fields (holdout_accuracy_plain/_tta included) the first member's
-    member_seeds: list[int] = field(default_factory=list)
-    member_epochs: list[int] = field(default_factory=list)
-    member_seconds: list[float] = field(default_factory=list)
-    member_holdout_accuracies: list[float] = field(default_factory=list)  # each alone
-    member_model_paths: list[str] = field(default_factory=list)
-    # rows each member trained on: more than train_rows where a benchmark's
-    # PIPELINE_MEMBER_ROWS=all trained a later member on the holdout too (not scored)
-    member_train_rows: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -210,7 +182,7 @@ class TuneResult:
     params: dict[str, Any]
     hp: dict[str, Any]
     settings: TrainSettings | None
-    holdout_accuracy: float | None  # None when the holdout trained what is submitted (--refit)
+    holdout_accuracy: float | None  # None when the holdout trained what is submitted (k-fold)
     best_trial_validation_accuracy: float = field(metadata=was("best_trial_holdout_accuracy"))
     # the trials' validation accuracy of the averaged top-k probabilities, by k
     ensemble_validation_accuracy: dict[str, float] = field(

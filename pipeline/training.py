@@ -20,17 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.batchnorm import adapt_batch_norm, refresh_batch_norm
+from pipeline.batchnorm import adapt_batch_norm
 from pipeline.errors import PipelineError
-from pipeline.optimizers import OPTIMIZERS, ema_momentum, make_optimizer
+from pipeline.optimizers import OPTIMIZERS, make_optimizer
 
 # a deadline: ``time.monotonic()`` seconds, or a function returning them (re-read every epoch)
 When = float | Callable[[], float]
-
-
-def deadline_at(deadline: When) -> float:
-    """The deadline's ``time.monotonic()`` seconds now."""
-    return deadline() if callable(deadline) else deadline
 
 
 # Augmentation, as "+"-joined parts (e.g. "crop+flip+erase"; "off" for none). "light" and "strong"
@@ -79,9 +74,6 @@ class TrainSettings:
     # the learning rate rises linearly from ~0 over this many epochs (batch-norm nets at a high
     # rate otherwise start from a few bad steps, and pruning judged them on those)
     warmup_epochs: float = 0.0
-    # the weights kept at the end are the exponential moving average of the optimizer's steps
-    # over about this many epochs (Keras's optimizer EMA); 0: the last step's weights
-    ema_epochs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -313,7 +305,7 @@ def fit(
     x_train, y_train, x_val, y_val = data
     steps = math.ceil(len(x_train) / settings.batch_size)
     bn_momentum = adapt_batch_norm(model, steps)
-    _compile(model, settings, info.get("jit_compile", False), steps)
+    _compile(model, settings, info.get("jit_compile", False))
     state = _resume(model, checkpoint)
     initial = state["epoch"] if state else 0
     cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
@@ -338,8 +330,6 @@ def fit(
             verbose=verbose,
             shuffle=False,
         )  # fmt: skip (tf.data shuffles)
-    if settings.ema_epochs > 0:  # the averaged weights get batch-norm statistics of their own
-        refresh_batch_norm(model, x_train, seed=settings.seed)
     seconds = time.perf_counter() - t0
     if saver is not None:  # the history from the first epoch, resumed or not
         history = {k: list(v) for k, v in saver.history.items()}
@@ -355,14 +345,11 @@ def fit(
     return FitResult(model, history, metrics, resumed_from=initial)
 
 
-def _compile(model, settings: TrainSettings, jit_compile: bool, steps_per_epoch: int) -> None:
+def _compile(model, settings: TrainSettings, jit_compile: bool) -> None:
     import keras
 
-    ema = ema_momentum(settings.ema_epochs, steps_per_epoch) if settings.ema_epochs > 0 else 0.0
     model.compile(
-        optimizer=make_optimizer(
-            settings.optimizer, settings.learning_rate, settings.momentum, ema
-        ),  # fmt: skip
+        optimizer=make_optimizer(settings.optimizer, settings.learning_rate, settings.momentum),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,

@@ -1,9 +1,10 @@
 """Model registry (as in timm): ``@register("cnn7", ...)`` on a pure builder.
 
 A builder is ``(input_shape, num_classes, **hp) -> keras.Model``: uncompiled, named layers, no
-Optuna. Each entry also carries the study's training recipe and the hyperparameters it exposes, so
-the search (``pipeline.search_space``) can vary them without knowing any architecture.
-"""
+Optuna. Each entry also carries the study's training recipe and the hyperparameters it exposes,
+so the search (``pipeline.search_space``) can vary them without knowing any architecture. The
+family modules import this one to register their entries; the package (``pipeline.models``)
+imports every family, so importing it fills the registry."""
 
 from __future__ import annotations
 
@@ -89,24 +90,7 @@ def register(
     return wrap
 
 
-def _load_families() -> None:
-    # importing the family modules registers their entries (none of them imports TensorFlow)
-    from pipeline.models import (  # noqa: F401
-        alexnet,
-        cifar,
-        classical,
-        cnn,
-        fast,
-        inception,
-        lenet,
-        mlp,
-        resnet,
-        vgg,
-    )
-
-
 def get_entry(name: str) -> Entry:
-    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -131,7 +115,6 @@ def trial_file(number: int, name: str | None) -> str:
 
 def list_models() -> list[str]:
     """Every registered entry name, in registration order."""
-    _load_families()
     return list(_REGISTRY)
 
 

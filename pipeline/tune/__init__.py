@@ -1,15 +1,19 @@
-"""``tune``: Optuna search over the zoo within a time budget, then the best model(s) predict.
+"""``tune``: Optuna search over the zoo within a time budget, then the final stage submits.
 
-One module per job; a run goes ``command`` -> ``budget`` (plan, cost) -> ``study`` -> ``search``
-(-> ``objective`` per trial) -> ``final`` (-> ``refit``) -> submission.
+Modules in layers, each importing only those above it in this list:
 
-- :mod:`~pipeline.tune.command`: the CLI's entry: wiring and the opening line.
-- :mod:`~pipeline.tune.budget`: the clock, the cost model, and the typed plan (fidelity).
-- :mod:`~pipeline.tune.study`: storage, sampler, pruner, resume, the creation race.
-- :mod:`~pipeline.tune.search`: the trial loop, progress lines, stop rules, the trials table.
-- :mod:`~pipeline.tune.objective`: one trial.
-- :mod:`~pipeline.tune.final`: choosing and writing what is submitted.
-- :mod:`~pipeline.tune.refit`: the final fit and ``--refit``.
+- :mod:`~pipeline.tune.cost`: the budget's clock and the cost model (the machine, measured);
+  :mod:`~pipeline.tune.plan`: every decision before the first trial, from the cost model.
+- :mod:`~pipeline.tune.splits`, :mod:`~pipeline.tune.store`, :mod:`~pipeline.tune.trials`:
+  the run's rows, the artifact store, the study's trials and their files.
+- :mod:`~pipeline.tune.runner`: where TensorFlow works (a worker process, or this one).
+- :mod:`~pipeline.tune.objective` (one trial), :mod:`~pipeline.tune.study`,
+  :mod:`~pipeline.tune.search` (the trial loop).
+- :mod:`~pipeline.tune.flip`, :mod:`~pipeline.tune.decide`: the final stage's decisions, on
+  the trials' validation rows.
+- :mod:`~pipeline.tune.fit`: the one fit every final-stage training goes through.
+- :mod:`~pipeline.tune.modes`, :mod:`~pipeline.tune.kfold`: what the final stage submits.
+- :mod:`~pipeline.tune.final`: the final stage; :mod:`~pipeline.tune.command`: the command.
 """
 
 

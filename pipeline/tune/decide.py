@@ -2,7 +2,7 @@
 
 What the final stage trains or averages is decided here from the study and the trials' own
 validation rows (:attr:`pipeline.tune.splits.RunSplits.search`): which trial's configuration
-(the warm start unless a trial beats it by :data:`MARGIN`; ``--final-trial``), which trials
+(the warm start unless a trial beats it by :data:`~pipeline.tune.trials.MARGIN`), which trials
 average into an ensemble (``--ensemble``), and whether the left-right mirror joins training and
 prediction (:mod:`pipeline.tune.flip`). The functions here are never given the holdout.
 """
@@ -17,16 +17,9 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.records import FlipDecision, read_trial
 from pipeline.tune import log
+from pipeline.tune.flip import FlipTask, forced
+from pipeline.tune.trials import MARGIN, completed, trial_files, warm_start_trial
 
-# The search earns its share or gives it up. With a final fit, a trial's slice score must beat
-# the warm start's by more than MARGIN for its configuration to replace the warm start in the
-# final fit (final_pick); the search stops once it cannot (pipeline.tune.search). Why a whole
-# point: slice scores (8 epochs on 12,000 rows) favour small nets. In the 900 s benchmark run
-# lenet5_wide led resnet9s (the warm start) by 0.64 points on the slice; its final fit (33 epochs)
-# scored 0.9278, where resnet9s's final fit scored 0.9168 after 4 epochs (300 s) and 0.9458 after
-# 23 (1800 s). At 300 s lenet5's pick scored 0.8962. At 1800 and 3600 s the best trial was the
-# warm start.
-MARGIN = 0.01
 ENSEMBLE_AUTO_MAX = 3  # --ensemble auto: the best k <= this
 
 
@@ -43,29 +36,6 @@ class Decisions:
     ranked: list = field(default_factory=list)  # every candidate with a kept model, best first
 
 
-def completed(study) -> list:
-    """The study's completed trials, best first."""
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-    return sorted(done, key=lambda t: t.value, reverse=True)
-
-
-def is_warm_start(trial) -> bool:
-    """True for the warm-start trial: the one enqueued before the search samples (Optuna keeps
-    the enqueued parameters, also on a retry of it), not the baseline enqueued after it."""
-    from pipeline.search_space import BASELINE
-
-    fixed = trial.system_attrs.get("fixed_params")
-    return fixed is not None and fixed != BASELINE
-
-
-def warm_start_trial(trials: list):
-    """The completed warm-start trial, or None."""
-    done = [t for t in trials if t.state.name == "COMPLETE" and is_warm_start(t)]
-    return min(done, key=lambda t: t.number, default=None)
-
-
 def final_pick(ranked: list) -> list:
     """``ranked`` (completed trials, best first) with the warm start moved to the front unless
     the best trial beats it by more than MARGIN: the configuration the final fit trains."""
@@ -75,11 +45,11 @@ def final_pick(ranked: list) -> list:
     return [warm] + [t for t in ranked if t.number != warm.number]
 
 
-def rank(study, fits: bool, final_trial: int | None) -> list:
+def rank(study, fits: bool) -> list:
     """The candidates, best first: with a final fit the warm start leads unless beaten by the
-    margin; ``--final-trial N`` leaves only trial N."""
+    margin."""
     ranked = completed(study)
-    if fits and final_trial is None and ranked:
+    if fits and ranked:
         picked = final_pick(ranked)
         if picked[0] is not ranked[0]:
             log(
@@ -89,20 +59,11 @@ def rank(study, fits: bool, final_trial: int | None) -> list:
                 "a slice score needs to hold in the final fit"
             )
         ranked = picked
-    if final_trial is not None:
-        ranked = [t for t in ranked if t.number == final_trial]
-        if not ranked:
-            raise PipelineError(
-                f"--final-trial {final_trial}: no completed trial of that number in study "
-                f"{study.study_name!r}"
-            )
     return ranked
 
 
 def with_models(ranked: list, wanted: int, models_dir: Path, store=None):
     """(the first ``wanted`` candidates that kept a model, {number: (model, probabilities)})."""
-    from pipeline.tune.objective import trial_files
-
     files, kept = {}, []
     for t in ranked:
         if len(kept) >= max(wanted, 1):
@@ -153,14 +114,11 @@ def auto_k(probs: list, y_val: np.ndarray) -> int:
     return best + 1
 
 
-def flip_decision(flag: str, model_path: Path, x_val, y_val, k: int) -> FlipDecision:
+def flip_decision(flag: str, model_path: Path, runner, search_rows: int | None) -> FlipDecision:
     """``--flip on/off``, or measured with the chosen trial's model on the validation rows."""
-    from pipeline.predict import load_model
-    from pipeline.tune.flip import decide_flip, forced
-
     if flag != "auto":
         return forced(flag)
-    decision = decide_flip(load_model(Path(model_path)), x_val, y_val, k)
+    decision = runner.run(FlipTask(str(model_path), search_rows))
     log(
         f"final: left-right mirror {'keeps' if decision.invariant else 'changes'} the labels "
         f"(the chosen trial's model: {decision.accuracy_plain:.4f} plain, "
@@ -194,13 +152,13 @@ def test_mirror(flip: FlipDecision, trained_with_mirror: bool) -> tuple[bool, st
     )
 
 
-def decide(opts, fits: bool, study, validation: tuple, num_classes: int, models_dir: Path,
-           store=None, flip: FlipDecision | None = None) -> Decisions:  # fmt: skip
-    """The final stage's decisions from the study and the validation rows ``(x_val, y_val)``;
-    ``flip``: a decision already taken (a resumed fit keeps its own)."""
-    x_val, y_val = validation
+def decide(opts, fits: bool, study, y_val: np.ndarray, models_dir: Path, runner,
+           search_rows: int | None, store=None, flip: FlipDecision | None = None):  # fmt: skip
+    """The final stage's decisions from the study and the validation labels ``y_val`` (the
+    mirror is measured by the runner on the same rows); ``flip``: a decision already taken (a
+    resumed fit keeps its own)."""
     wanted = ENSEMBLE_AUTO_MAX if opts.ensemble == "auto" else int(opts.ensemble)
-    kept, files = with_models(rank(study, fits, opts.final_trial), wanted, models_dir, store)
+    kept, files = with_models(rank(study, fits), wanted, models_dir, store)
     if not kept:
         raise PipelineError(
             f"study {study.study_name!r} has no completed trial with a saved model; run "
@@ -208,7 +166,7 @@ def decide(opts, fits: bool, study, validation: tuple, num_classes: int, models_
         )
     chosen, scores = choose_ensemble(kept, files, opts.ensemble, y_val)
     using = f"using k={len(chosen)}"
-    if fits or opts.refit:  # they train one configuration; the average is their fallback
+    if fits:  # it trains one configuration; the average is its fallback
         using = f"trial {chosen[0].number}'s configuration is trained ({using} if it cannot be)"
     log(
         "final: validation accuracy of the top-k ensembles: "
@@ -216,5 +174,5 @@ def decide(opts, fits: bool, study, validation: tuple, num_classes: int, models_
         + f"; {using}"
     )
     if flip is None:
-        flip = flip_decision(opts.flip, files[chosen[0].number][0], x_val, y_val, num_classes)
+        flip = flip_decision(opts.flip, files[chosen[0].number][0], runner, search_rows)
     return Decisions(chosen, files, scores, flip, kept)

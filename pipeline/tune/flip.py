@@ -13,6 +13,8 @@ the validation rows (:func:`pipeline.tune.decide.test_mirror`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pipeline.records import FlipDecision
@@ -21,6 +23,20 @@ from pipeline.records import FlipDecision
 MIN_RETAINED = 0.6
 # a model that barely beats chance cannot tell: no mirror then
 MIN_SKILL = 0.2
+
+
+@dataclass(frozen=True)
+class FlipTask:
+    """Measure the mirror with a saved model on the trials' validation rows (a runner's task)."""
+
+    model_path: str
+    search_rows: int | None
+
+    def run(self, env, report=None) -> FlipDecision:
+        from pipeline.predict import load_model
+
+        _, _, x_val, y_val = env.splits(self.search_rows).search
+        return decide_flip(load_model(self.model_path), x_val, y_val, env.ds.num_classes)
 
 
 def decide_flip(model, x_val: np.ndarray, y_val: np.ndarray, num_classes: int) -> FlipDecision:

@@ -18,22 +18,16 @@ import time
 
 import numpy as np
 
+from pipeline.predict import views
 from pipeline.records import Estimate, FoldsRecord, TrialRecord, read_trial
 from pipeline.tune import log
+from pipeline.tune.cost import FORWARD_SHARE
+from pipeline.tune.decide import test_mirror
+from pipeline.tune.fit import FitJob, fold_rows
+from pipeline.tune.modes import FinalContext, Submitted
+from pipeline.tune.plan import MIN_FOLDS
 
-KFOLD = 5
-# Labelled rows up to which tune trains k folds (``--kfold auto``): the size where trials see
-# every row on a CPU (pipeline.tune.budget: 1.25 x 12,000), so no final fit follows.
-KFOLD_MAX_ROWS = 15_000
 MAX_EPOCHS = 50  # a fold's network trains at most this many epochs, however much time is left
-# Before the search (pipeline.tune.budget.folds_fit) the folds must hold this many epochs of the
-# warm start; after it, as many as the chosen network's trial ran (fold_epochs), else a final
-# fit from the trial's weights takes the time. On fer48 at 900 s a fold of 10 epochs from scratch
-# scored 0.8075 out-of-fold where its trial (15 epochs) read 0.8583 on the validation rows.
-MIN_FOLD_EPOCHS = 8
-# ... on at least this many folds (or ``--kfold K``'s K): 2 folds train on half the labelled rows,
-# fewer than a trial's 64% (80% of the 80% search split)
-MIN_FOLDS = 3
 PREDICT_MARGIN_S = 10.0  # kept after the last fold for predicting and writing
 
 
@@ -54,32 +48,6 @@ def epoch_seconds(record: TrialRecord, n_trial: int, n_rows: int) -> float:
     return m.seconds / max(m.epochs_run, 1) * n_rows / max(n_trial, 1)
 
 
-def train_fold(record: TrialRecord, ds, data, epochs: int, deadline: float, flip: bool,
-               seed: int):  # fmt: skip
-    """(model, epochs run) of one fold: a classical fit, or a network for ``epochs`` on a
-    cosine schedule (cut short only where ``deadline``, the stage's own, comes first)."""
-    from pipeline.models import build_model, get_entry
-
-    if get_entry(record.model).classical:
-        from pipeline.classical import fit_classical
-
-        est = build_model(record.model, ds.image_shape, ds.num_classes, **record.hp)
-        return fit_classical(est, data, ds.num_classes, seed).model, 1
-    from pipeline.device import fresh_session
-    from pipeline.training import fit, with_flip
-
-    fresh_session()
-    settings = record.settings.replace(
-        epochs=epochs, schedule="cosine", reduce_lr=False, seed=seed,
-        augment=with_flip(record.settings.augment, flip),
-        warmup_epochs=min(1.0, record.settings.warmup_epochs or 0.0),
-    )  # fmt: skip
-    model = build_model(record.model, ds.image_shape, ds.num_classes, **record.hp)
-    result = fit(model, settings, data, ds.num_classes, deadline=deadline, verbose=0,
-                 keep_best=False)  # fmt: skip
-    return result.model, result.metrics.epochs_run
-
-
 def is_classical(record: TrialRecord) -> bool:
     from pipeline.models import get_entry
 
@@ -91,8 +59,6 @@ def fold_cost(records: list, n_trial: int, n_rows: int, n_predict: int = 0) -> t
     ``n_predict`` images (the test set and the left-out rows, every view counted); seconds of one
     epoch of all its networks). At --quick (3,000 labelled rows, 10,000 test images in 2 views)
     predicting was most of a fold: planned without it, the second and third folds got 1 epoch."""
-    from pipeline.tune.budget import FORWARD_SHARE
-
     fixed = per_epoch = 0.0
     for r in records:
         if is_classical(r):
@@ -175,26 +141,18 @@ def fold_members(ctx, trials: list, y, k: int, n_views: int = 1):
     return members, records, folds, epochs
 
 
-def by_kfold(ctx, d, k: int):
+def by_kfold(ctx: FinalContext, d, k: int) -> Submitted | None:
     """The chosen ensemble's configurations (:func:`fold_members`) trained on k folds of every
-    labelled row; a Submitted, or None when the time left cannot hold the folds. The members'
-    probabilities are averaged, as the ensemble was chosen on the validation rows."""
-    from sklearn.model_selection import StratifiedKFold
-
-    from pipeline.predict import views
-    from pipeline.tune.decide import test_mirror
-    from pipeline.tune.final import Submitted
-
+    labelled row; None when the time left cannot hold the folds. The members' probabilities
+    are averaged, as the ensemble was chosen on the validation rows."""
     x, y = all_rows(ctx.splits.holdout)
     n_views = len(views(ctx.opts.tta, d.flip.invariant))  # at most: the mirror may be left out
     members, records, k, epochs = fold_members(ctx, d.trials, y, k, n_views)
     if k < 2:
         return None
-    flip = d.flip.invariant  # a network's folds train with the mirror
     network = any(not is_classical(r) for r in records)
-    mirror = test_mirror(d.flip, trained_with_mirror=flip and network)
-    which = [views(ctx.opts.tta, False) if is_classical(r) else views(ctx.opts.tta, mirror[0])
-             for r in records]  # fmt: skip
+    mirror = test_mirror(d.flip, trained_with_mirror=d.flip.invariant and network)
+    which = [tuple(views(ctx.opts.tta, mirror[0] and not is_classical(r))) for r in records]
     names = " + ".join(
         f"trial {t.number} ({r.model})" for t, r in zip(members, records, strict=True)
     )
@@ -202,8 +160,7 @@ def by_kfold(ctx, d, k: int):
         f"~{(ctx.budget.left() - PREDICT_MARGIN_S) / k:.0f} s each; "
         f"{'' if epochs == 1 else f'{epochs} epochs, '}the estimate is out-of-fold")  # fmt: skip
     t0 = time.monotonic()
-    folds = StratifiedKFold(k, shuffle=True, random_state=ctx.opts.seed).split(x, y)
-    oof, test, ran = run_folds(ctx, records, (x, y), folds, epochs, flip, which)
+    oof, test, ran = run_folds(ctx, (members, records, d.flip.invariant), y, k, epochs, which)
     blend = oof.mean(axis=0)
     rows = np.sort(np.concatenate(ran[1]))  # every row, unless the last folds were left out
     acc = float((blend[rows].argmax(1) == y[rows]).mean())
@@ -229,8 +186,9 @@ def replanned(spent: float, epochs_done: int, left: float, folds_left: int, cap:
     return max(1, min(cap, int(left / folds_left / pace)))
 
 
-def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, which: list):
-    """(out-of-fold probabilities per member (rows of folds left out: zeros), the test
+def run_folds(ctx: FinalContext, chosen: tuple, y, k: int, epochs: int, which: list):
+    """``chosen``: (trials, their records, whether a network's folds train with the mirror).
+    (out-of-fold probabilities per member (rows of folds left out: zeros), the test
     probabilities averaged over members and the folds run, ([epochs per fold], [left-out rows
     per fold])). After each fold the epochs are re-planned at the measured pace (predictions
     and classical fits included), up or down: on float01 at 900 s folds planned at the trials'
@@ -239,18 +197,14 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
     (7%) unused. The folds still to run are left out when they could not each train
     :func:`least_epochs`: at --quick on the demo (3,000 rows) two folds of 1 epoch scored 0.12
     and 0.27 out-of-fold and pulled the submission to 0.455 where the first fold read 0.71."""
-
-    x, y = labelled
+    records = chosen[1]
     oof = np.zeros((len(records), len(y), ctx.ds.num_classes))
     test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
     epochs_ran, left_out = [], []
     cap, least = ctx.opts.final_max_epochs or MAX_EPOCHS, least_epochs(ctx, records)
     end = ctx.budget.deadline - PREDICT_MARGIN_S
-    folds = list(folds)
-    k = len(folds)
-    order = sorted(range(len(records)), key=lambda j: not is_classical(records[j]))
     t0 = time.monotonic()
-    for i, (tr, va) in enumerate(folds):
+    for i, (_, va) in enumerate(fold_rows(y, k, ctx.opts.seed)):
         if i:
             epochs = replanned(time.monotonic() - t0, sum(epochs_ran), end - time.monotonic(),
                                k - i, cap)  # fmt: skip
@@ -260,36 +214,34 @@ def run_folds(ctx, records: list, labelled, folds, epochs: int, flip: bool, whic
                     f"the {i} fold{'s' if i > 1 else ''} run, the estimate rests on "
                     "their left-out rows")  # fmt: skip
                 break
-        ran = train_one_fold(ctx, records, (x, y, tr, va), epochs, flip, which, order, i, end)
-        oof[:, va], probs = ran[1], ran[2]
+        ran, held, probs = train_one_fold(ctx, chosen, (k, i), epochs, which, end)
+        oof[:, va] = held
         test += probs
-        epochs_ran.append(ran[0])
+        epochs_ran.append(ran)
         left_out.append(va)
         acc = float((oof[:, va].mean(axis=0).argmax(1) == y[va]).mean())
-        log(f"final: fold {i + 1}/{k}: {ran[0]} epochs, out-of-fold accuracy {acc:.4f}")
+        log(f"final: fold {i + 1}/{k}: {ran} epochs, out-of-fold accuracy {acc:.4f}")
     return oof, test / len(left_out), (epochs_ran, left_out)
 
 
-def train_one_fold(ctx, records: list, fold, epochs: int, flip: bool, which: list,
-                   order: list, i: int, end: float):  # fmt: skip
+def train_one_fold(ctx: FinalContext, chosen: tuple, fold: tuple[int, int], epochs: int,
+                   which: list, end: float):  # fmt: skip
     """(epochs its networks ran, the members' probabilities of the left-out rows, the test
-    probabilities averaged over the members) of fold ``i``: (x, y, train rows, left-out
-    rows); the networks' fits stop by ``end``."""
-    from pipeline.predict import view_probas
-
-    x, y, tr, va = fold
-    # a fold's fit reports on its left-out rows every epoch (nothing decides on them): as many
-    # as a trial's validation rows, so an epoch costs what the trial's did
-    shown = va[: len(ctx.splits.search[3])]
-    data = (x[tr], y[tr], x[shown], y[shown])
-    ran = 1
-    held = np.zeros((len(records), len(va), ctx.ds.num_classes))
-    test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
-    for j in order:  # classical fits first: the networks' fits stop at the deadline
-        r = records[j]
-        mirror = flip and not is_classical(r)
-        model, n = train_fold(r, ctx.ds, data, epochs, end, mirror, ctx.opts.seed + i)
-        ran = ran if is_classical(r) else n
-        held[j] = np.mean(view_probas(model, x[va], which[j]), axis=0)
-        test += np.mean(view_probas(model, ctx.ds.x_test, which[j]), axis=0) / len(records)
-    return ran, held, test
+    probabilities averaged over the members) of fold ``fold`` = (k, i); each member a
+    :class:`~pipeline.tune.fit.FitJob` from scratch, classical fits first (the networks' fits
+    stop by ``end``)."""
+    members, records = chosen[:2]
+    order = sorted(range(len(records)), key=lambda j: not is_classical(records[j]))
+    ran, held, test = 1, [None] * len(records), 0.0
+    for j in order:
+        r, t = records[j], members[j]
+        job = FitJob(f"fold{fold[1] + 1}-t{t.number}", t.number, r, ctx.plan.search_rows, end,
+                     fold=fold, mirror=chosen[2] and not is_classical(r), views=which[j],
+                     epochs=epochs, least=0,
+                     warmup=min(1.0, r.settings.warmup_epochs or 0.0),
+                     seed=ctx.opts.seed + fold[1], progress=False)  # fmt: skip
+        out = ctx.runner.run(job)
+        ran = ran if is_classical(r) else out.record.epochs_run
+        held[j] = out.scored
+        test = test + out.test / len(records)
+    return ran, np.stack(held), test

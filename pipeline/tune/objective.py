@@ -4,8 +4,8 @@ A trial the budget cannot hold for one epoch is not started (pruned, ``refused``
 cannot hold all its epochs is shortened. A NaN loss prunes it; any other exception fails it with
 its reason. The trial's model and its validation probabilities are saved for the final stage.
 
-The Optuna trial lives in this (the main) process only: training runs here (``--isolate none``)
-or in the worker process (:mod:`pipeline.tune.worker`), which reports each epoch back through
+The Optuna trial lives in the main process only: its training (:class:`Job`) runs where the
+runner runs tasks (:mod:`pipeline.tune.runner`), which reports each epoch back through
 :func:`epoch_reporter` and returns the trial's record.
 """
 
@@ -22,10 +22,11 @@ import numpy as np
 from pipeline.data import Dataset
 from pipeline.data.split import Split
 from pipeline.models.classical import FIT_ONCE as CLASSICAL_RECIPE
-from pipeline.models.registry import trial_file
-from pipeline.records import TrialRecord, read_trial, write_trial
+from pipeline.records import TrialRecord, write_trial
 from pipeline.training import TrainSettings
-from pipeline.tune.budget import Budget, CostModel, TunePlan, batch_for_rows
+from pipeline.tune.cost import Budget, CostModel, batch_for_rows
+from pipeline.tune.plan import TunePlan
+from pipeline.tune.trials import history_path, validation_probs_path
 
 # every trial (a quarter of a short one): batch-norm nets at a high rate need it (see training)
 WARMUP_EPOCHS = 1.0
@@ -36,25 +37,29 @@ Report = Callable[[int, float], "str | None"]
 
 @dataclass(frozen=True)
 class Job:
-    """One trial's training, as the search decided it (sent to a worker process as is)."""
+    """One trial's training, as the search decided it: a task for the runner."""
 
     number: int
     model: str
     hp: dict[str, Any]
     settings: TrainSettings
     deadline: float  # time.monotonic() seconds (one clock for every process of the machine)
+    search_rows: int | None = None  # the run's trial rows: which split the trial trains on
+
+    def run(self, env, report: Report) -> TrialRecord:
+        return train_trial(self, env.ds, env.splits(self.search_rows).search, env.models_dir,
+                           report)  # fmt: skip
 
 
 class Objective:
     """Callable for ``study.optimize``; holds what every trial of this process shares."""
 
-    def __init__(self, ds: Dataset, data: Split, models: list[str], plan: TunePlan,
-                 budget: Budget, cost: CostModel, models_dir: Path, seed: int, store=None,
-                 worker=None):  # fmt: skip
-        self.ds, self.data, self.models, self.plan = ds, data, list(models), plan
+    def __init__(self, data: Split, models: list[str], plan: TunePlan, budget: Budget,
+                 cost: CostModel, models_dir: Path, seed: int, runner, store=None):  # fmt: skip
+        self.data, self.models, self.plan = data, list(models), plan
         self.max_epochs, self.budget, self.cost = plan.max_epochs, budget, cost
         self.models_dir, self.seed, self.store = Path(models_dir), seed, store
-        self.worker = worker  # trials in a child process, or None: in this one
+        self.runner = runner  # the worker process, or this one
         self.failures = 0  # in a row
 
     def epoch_seconds(self, name: str) -> float:
@@ -68,7 +73,7 @@ class Objective:
 
         job = self.sample(trial)
         try:
-            record = self.train(trial, job)
+            record = self.runner.run(job, epoch_reporter(trial))
         except optuna.TrialPruned as exc:
             write_trial(trial, TrialRecord(reason=str(exc)))
             raise
@@ -102,33 +107,30 @@ class Objective:
             raise optuna.TrialPruned(reason)
         clipped = fits if fits < epochs else None
         if spec.get("classical"):
-            return self.classical_job(trial, spec)
-        settings = TrainSettings(
-            optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
-            momentum=spec["momentum"], epochs=clipped or epochs,
-            batch_size=batch_for_rows(spec["batch_size"], len(self.data[1])),
-            reduce_lr=spec["reduce_lr"], augment=spec["augment"],
-            label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
-            warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
-        )  # fmt: skip
+            r = CLASSICAL_RECIPE  # one fit: no optimizer, no epochs
+            settings = TrainSettings(
+                r.optimizer,
+                r.learning_rate,
+                r.momentum,
+                r.batch_size,
+                r.epochs,
+                r.reduce_lr,
+                seed=self.seed + trial.number,
+            )
+            clipped = None
+        else:
+            settings = TrainSettings(
+                optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
+                momentum=spec["momentum"], epochs=clipped or epochs,
+                batch_size=batch_for_rows(spec["batch_size"], len(self.data[1])),
+                reduce_lr=spec["reduce_lr"], augment=spec["augment"],
+                label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
+                warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
+            )  # fmt: skip
         write_trial(trial, TrialRecord(model=name, hp=spec["hp"], settings=settings,
                                        epochs_clipped_to=clipped))  # fmt: skip
-        return Job(trial.number, name, spec["hp"], settings, self.budget.search_deadline - 5)
-
-    def classical_job(self, trial, spec: dict) -> Job:
-        """A classical entry's trial: one fit, its recipe's settings (no optimizer, no epochs)."""
-        r = CLASSICAL_RECIPE
-        settings = TrainSettings(r.optimizer, r.learning_rate, r.momentum, r.batch_size, r.epochs,
-                                 r.reduce_lr, seed=self.seed + trial.number)  # fmt: skip
-        write_trial(trial, TrialRecord(model=spec["model"], hp=spec["hp"], settings=settings))
-        return Job(trial.number, spec["model"], spec["hp"], settings,
-                   self.budget.search_deadline - 5)  # fmt: skip
-
-    def train(self, trial, job: Job) -> TrialRecord:
-        report = epoch_reporter(trial)
-        if self.worker is not None:  # in a child process (see pipeline.tune.worker)
-            return self.worker.run(job, self.plan, report)
-        return train_trial(job, self.ds, self.data, self.models_dir, report)
+        return Job(trial.number, name, spec["hp"], settings, self.budget.search_deadline - 5,
+                   self.plan.search_rows)  # fmt: skip
 
 
 def epoch_reporter(trial) -> Report:
@@ -217,51 +219,3 @@ def upload_kept(store, trial, record: TrialRecord) -> TrialRecord:
         validation_artifact=upload(store, trial, validation_probs_path(path)),
         history_artifact=upload(store, trial, history_path(path)),
     )
-
-
-MODEL_SUFFIXES = (".keras", ".joblib")  # a network's, a classical entry's
-
-
-def _beside(model_path: str | Path, suffix: str) -> Path:
-    p = Path(model_path)
-    stem = p.name
-    for s in MODEL_SUFFIXES:
-        stem = stem.removesuffix(s)
-    return p.with_name(stem + suffix)
-
-
-def validation_probs_path(model_path: str | Path) -> Path:
-    """Where a kept trial model's validation probabilities are (beside the model)."""
-    return _beside(model_path, ".validation.npy")
-
-
-def history_path(model_path: str | Path) -> Path:
-    return _beside(model_path, ".history.csv")
-
-
-def kept_files(model_path: Path) -> list[Path]:
-    """Every file kept beside a trial's model (those of older runs too)."""
-    old = _beside(model_path, ".holdout.npy")
-    return [model_path, validation_probs_path(model_path), history_path(model_path), old]
-
-
-def trial_files(trial, models_dir: Path, store=None) -> tuple[Path | None, Path | None]:
-    """(model file, validation probabilities file) of a completed trial on this machine:
-    downloaded from the artifact store when the record names artifacts, else the local files;
-    (None, None) when neither is there."""
-    from pipeline.tune import store as st
-
-    r = read_trial(trial)
-    local = Path(models_dir) / trial_file(trial.number, r.model)
-    if r.model_artifact and store is not None:
-        model = st.fetch(store, r.model_artifact, local)
-        probs = validation_probs_path(local)
-        if r.validation_artifact:
-            st.fetch(store, r.validation_artifact, probs)
-        return model, probs
-    for path in (Path(r.model_path) if r.model_path else None, local):
-        if path is not None and path.exists():
-            probs = validation_probs_path(path)
-            old = kept_files(path)[-1]  # written before the rename
-            return path, probs if probs.exists() or not old.exists() else old
-    return None, None

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import artifacts
 from pipeline.errors import PipelineError
 
 # The first epoch that pruning judges. At epoch 1 batch-norm nets and strong augmentation still
@@ -215,3 +216,25 @@ def _creation_race(exc: Exception) -> bool:
     return any(
         k in text for k in ("IntegrityError", "UNIQUE constraint", "already exists", "Duplicated")
     )
+
+
+def open_study(opts, competition: str, max_epochs: int):
+    """(the run's study, created or resumed, its storage URL)."""
+    url = storage_url(opts.storage, artifacts.competition_dir(opts.artifacts, competition))
+    study = create_or_load_study(url, opts.study or competition, make_sampler(opts.seed),
+                                 make_pruner(opts.pruner, max_epochs))  # fmt: skip
+    return study, url
+
+
+def fingerprint(opts, competition: str, search_rows: int | None) -> dict[str, Any]:
+    """What a study's trials were scored on: the data, the split's seed, --limit, trial rows."""
+    return {"competition": competition, "seed": opts.seed, "limit": opts.limit,
+            "search_rows": search_rows}  # fmt: skip
+
+
+def study_rows(study) -> int | None:
+    """The trial rows the study was made with (0 for every row), or None when it says none."""
+    saved = study.user_attrs.get("data") or {}
+    if "search_rows" not in saved:
+        return None
+    return saved["search_rows"] or 0
