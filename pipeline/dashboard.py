@@ -17,7 +17,7 @@ from pipeline.options import DashboardOptions
 
 def run(opts: DashboardOptions) -> int:
     from pipeline import artifacts
-    from pipeline.tune.study import (
+    from pipeline.storage import (
         make_storage,
         masked,
         quiet_optuna,
@@ -54,7 +54,7 @@ def run(opts: DashboardOptions) -> int:
         raise PipelineError(f"no study {opts.study!r} in {masked(url)}; known: {known}")
     store = None
     if opts.artifact_store:
-        from pipeline.tune.store import open_store
+        from pipeline.storage import open_store
 
         store = open_store(opts.artifact_store)
     httpd = listen(wsgi(storage, artifact_store=store), opts.host, opts.port or 0)

@@ -88,15 +88,19 @@ def test_trial_models_are_mirrored_at_test_time_only_where_validation_says_so():
 
 
 def test_the_mirror_average_is_measured_on_the_validation_rows():
-    """decide_flip records the plain+mirrored average of the model it measured."""
-    from pipeline.predict import predict_proba
+    """decide_flip records the accuracy of the plain and mirrored predictions averaged, as a
+    plain Keras forward pass of both images gives it."""
     from pipeline.tune.flip import decide_flip
 
     model, xv, yv = _banded_model(False, seed=1, epochs=3)
     decision = decide_flip(model, xv, yv, 3)
 
-    both = predict_proba(model, xv, flip=True)
-    assert decision.accuracy_averaged == pytest.approx(float((both.argmax(1) == yv).mean()))
+    images = xv.astype(np.float32) / 255.0
+    plain = model.predict(images, verbose=0)
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)
+    both = (plain + mirrored).argmax(1)
+    assert decision.accuracy_averaged == pytest.approx(float((both == yv).mean()))
+    assert decision.accuracy_plain == pytest.approx(float((plain.argmax(1) == yv).mean()))
 
 
 def _study(values: list[float | None]):
@@ -125,7 +129,8 @@ def test_the_baseline_enqueued_with_the_warm_start_is_not_the_warm_start():
     import optuna
 
     from pipeline.search_space import BASELINE, WARM_START
-    from pipeline.tune.decide import completed, final_pick, is_warm_start, warm_start_trial
+    from pipeline.tune.decide import final_pick
+    from pipeline.tune.trials import completed, is_warm_start, warm_start_trial
 
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(BASELINE)
@@ -147,7 +152,8 @@ def test_the_baseline_enqueued_with_the_warm_start_is_not_the_warm_start():
 
 
 def test_the_warm_start_keeps_the_final_fit_unless_beaten_by_the_margin():
-    from pipeline.tune.decide import MARGIN, completed, final_pick
+    from pipeline.tune.decide import final_pick
+    from pipeline.tune.trials import MARGIN, completed
 
     # 0.64 points ahead on the slice (the 900 s run's lenet5_wide): not enough
     ranked = completed(_study([0.8783, 0.8847, None]))
@@ -162,8 +168,8 @@ def test_the_warm_start_keeps_the_final_fit_unless_beaten_by_the_margin():
 
 
 def test_the_search_gives_up_its_share_when_it_does_not_earn_it():
-    from pipeline.tune.decide import MARGIN
     from pipeline.tune.search import PATIENCE, not_earning
+    from pipeline.tune.trials import MARGIN
 
     warm = 0.85
     assert not not_earning(_study([warm] + [0.84] * (PATIENCE - 1)))
@@ -205,11 +211,11 @@ def test_time_the_search_left_goes_to_a_final_fit_of_the_one_chosen_trial():
     """--quick on 6,000 demo rows: the search's one trial ended with 38 s of 150 unused. The
     time left trains the chosen trial's configuration on the whole split where the budget ended
     the search and one trial was chosen; not after --trials N, not for an ensemble of several
-    (except after folds that did not fit), not with --refit or --final-fit off."""
+    (except after folds that did not fit), not with --final trials."""
     from types import SimpleNamespace
 
     from pipeline.options import TuneOptions
-    from pipeline.tune.final import idle_fit
+    from pipeline.tune.modes import idle_fit
 
     def fits(after_folds=False, chosen=1, **opts):
         ctx = SimpleNamespace(opts=TuneOptions(**opts))
@@ -219,14 +225,16 @@ def test_time_the_search_left_goes_to_a_final_fit_of_the_one_chosen_trial():
     assert not fits(trials=3)
     assert not fits(chosen=2)
     assert fits(after_folds=True, chosen=2) and fits(after_folds=True, trials=3)
-    assert not fits(refit=True) and not fits(final_fit="off")
-    assert not fits(after_folds=True, final_fit="off")
+    assert not fits(final="trials") and not fits(after_folds=True, final="trials")
 
 
 @pytest.mark.slow
-def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path, monkeypatch):
+def test_final_fit_and_folds_train_on_every_row_they_should(demo_small, tmp_path, monkeypatch):
+    """A trial trains on its slice, the final fit on the whole training split (80%), each of
+    k folds on every labelled row but its fold (the holdout's too)."""
     import pipeline.training as training
     from pipeline.data import holdout, load_competition, search_split
+    from pipeline.tune import plan
 
     seen: list[int] = []
     real = training.make_dataset
@@ -237,6 +245,7 @@ def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path
         return real(x, y, *a, shuffle=shuffle, **kw)
 
     monkeypatch.setattr(training, "make_dataset", recording)
+    monkeypatch.setattr(plan, "KFOLD", 3)
     common = [
         "--data",
         str(demo_small),
@@ -259,20 +268,22 @@ def test_final_fit_and_refit_train_on_every_row_they_should(demo_small, tmp_path
         "300",
         "--search-rows",
         "300",
+        "--final-max-epochs",
+        "2",
         "--isolate",
         "none",
     ]  # fmt: skip (the patch above reaches no worker process)
-    assert cli.main(["tune", *common, "--final-fit", "on", "--final-max-epochs", "2"]) == 0
+    assert cli.main(["tune", *common, "--final", "fit"]) == 0
     ds = load_competition(demo_small)
     split = holdout(ds, 42, 1000)
     trial_rows = len(search_split(split, 300, 42)[1])
     assert seen[0] == trial_rows == 300  # the trial: its slice
     assert seen[1:] == [len(split[1])] == [800]  # the final fit: every training row
     seen.clear()
-    assert cli.main(["tune", *common, "--refit", "--trials", "2"]) == 0
-    assert seen[-1] == 1000  # --refit: every labelled row (of --limit), the holdout's too
+    assert cli.main(["tune", *common, "--final", "folds", "--final-only"]) == 0
+    assert sorted(seen) == [666, 667, 667]  # 2 of 3 folds of the 1,000 labelled rows each
     best = json.loads((tmp_path / "art" / "fashion-mnist" / "tune" / "best.json").read_text())
-    assert best["honest"] is False  # and it says so
+    assert best["kfold"]["rows"] == 1000 and best["estimate"]["scored_on"] == "out-of-fold"
 
 
 @pytest.mark.slow
@@ -298,8 +309,8 @@ def _poison_holdout(monkeypatch):
 
     real = splits.run_splits
 
-    def poisoned(ds, opts, plan):
-        s = real(ds, opts, plan)
+    def poisoned(ds, opts, search_rows):
+        s = real(ds, opts, search_rows)
         x_tr, y_tr, x_ho, y_ho = s.holdout
         y_bad = y_ho[np.random.default_rng(7).permutation(len(y_ho))]
         return splits.RunSplits((x_tr, y_tr, x_ho, y_bad), s.search)
@@ -322,8 +333,8 @@ def _decisions(best: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", [["--final-fit", "on", "--final-max-epochs", "2"],
-                                  ["--final-fit", "off", "--kfold", "off"]])  # fmt: skip
+@pytest.mark.parametrize("mode", [["--final", "fit", "--final-max-epochs", "2"],
+                                  ["--final", "trials"]])  # fmt: skip
 def test_permuted_holdout_labels_change_no_decision(demo_small, tmp_path, monkeypatch, mode):
     """The final stage run twice on one study, the second time with the holdout's labels
     permuted: every decision (trial, ensemble members and scores, mirror, epochs trained) is
@@ -362,11 +373,10 @@ def test_permuted_holdout_labels_change_no_decision(demo_small, tmp_path, monkey
     def on_the_holdout(trials, files, requested, y_val):
         from pipeline.data import load_competition
         from pipeline.options import TuneOptions
-        from pipeline.tune.budget import make_plan
 
         opts = TuneOptions(limit=1000, search_rows=300)
         ds = load_competition(demo_small)
-        held = splits.run_splits(ds, opts, make_plan(opts, len(ds.y_train), "CPU")).holdout
+        held = splits.run_splits(ds, opts, 300).holdout
         scores = {k + 1: float(held[3][: 20 * (k + 1)].mean()) for k in range(len(trials))}
         return real(trials, files, requested, y_val)[0], scores
 
@@ -380,17 +390,18 @@ def test_permuted_holdout_labels_change_no_decision(demo_small, tmp_path, monkey
 
 @pytest.mark.slow
 def test_the_final_fit_plans_its_epochs_from_its_measured_pace(demo_small, tmp_path):
-    """The final fit runs to the budget's deadline: after every epoch it plans only the epochs
-    that fit in the seconds left at the pace of its slowest recent epoch. Checked on the
-    recorded history, not on the clock."""
+    """After every epoch the final fit plans only the epochs that fit in the seconds left at the
+    pace of its slowest recent epoch (the history records both), and stops where its plan
+    ends. Checked on the recorded history, not on the clock."""
     args = ["tune", "--data", str(demo_small), "--artifacts", str(tmp_path / "art"),
             "--submissions", str(tmp_path / "subs"), "--models", "lenet5_wide,cnn1",
-            "--limit", "2000", "--search-rows", "480", "--final-fit", "on", "--timeout", "120",
-            "--max-epochs", "1", "--pruner", "none", "--no-report"]  # fmt: skip
+            "--limit", "2000", "--search-rows", "480", "--final", "fit", "--timeout", "600",
+            "--final-max-epochs", "3", "--max-epochs", "1", "--pruner", "none",
+            "--no-report"]  # fmt: skip
     assert cli.main(args) == 0
     tune = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune / "best.json").read_text())
-    assert best["final_fit"] is not None  # the final stage trained
+    assert best["final_fit"] is not None  # the final stage trained: 2 epochs at least fit
     hist = pd.read_csv(tune / "final_history.csv")
     assert len(hist) == best["final_fit"]["epochs_run"] >= 2
     from pipeline.callbacks import CosineToDeadline
@@ -400,7 +411,7 @@ def test_the_final_fit_plans_its_epochs_from_its_measured_pace(demo_small, tmp_p
         done = i + 1
         # an epoch's seconds in the history omit the callbacks between epochs: a lower bound
         pace = max(hist["seconds"][max(0, i - recent + 1) : done])
-        assert row["planned_epochs"] <= done + max(row["seconds_left"], 0) // pace
+        assert done <= row["planned_epochs"] <= min(3, done + max(row["seconds_left"], 0) // pace)
     assert hist["planned_epochs"].iloc[-1] == len(hist)  # it stopped where its plan ended
 
 

@@ -1,7 +1,7 @@
 """The reduced-precision settings run here, on the CPU: the GPU's mixed_float16 and the bfloat16
 CPU's mixed_bfloat16 policy for every family of the search space (one train step, one
 prediction, softmax kept float32), and XLA (jit_compile) for a small model. An entry that cannot
-take the GPU's settings is left out of a GPU search with a reason."""
+take the machine's mixed precision is left out of the search with a reason."""
 
 from __future__ import annotations
 
@@ -73,17 +73,16 @@ def test_xla_jit_compile_trains_a_small_model():
     assert model.predict(x, verbose=0).shape == (8, 10)
 
 
-def test_an_entry_that_cannot_take_the_gpu_settings_is_left_out_with_a_reason(monkeypatch, capsys):
+def test_an_entry_that_cannot_take_mixed_precision_is_left_out_with_a_reason(monkeypatch, capsys):
     from types import SimpleNamespace
 
     import keras
 
     from pipeline import device
-    from pipeline.device import gpu_problem
     from pipeline.models import registry
     from pipeline.options import TuneOptions
-    from pipeline.tune import budget
-    from pipeline.tune.command import choose_models
+    from pipeline.tune import cost as cost_module
+    from pipeline.tune.plan import choose_models, make_plan
 
     def float16_softmax(input_shape, num_classes, **hp):  # forgets registry.classifier
         inputs = keras.Input(input_shape)
@@ -93,22 +92,23 @@ def test_an_entry_that_cannot_take_the_gpu_settings_is_left_out_with_a_reason(mo
     entry = registry.get_entry("mlp")
     monkeypatch.setitem(registry._REGISTRY, "mlp", entry.__class__(
         **{**entry.__dict__, "builder": float16_softmax, "defaults": {}}))  # fmt: skip
-    assert "float16" in gpu_problem("mlp", (28, 28, 1), 10)
-    assert gpu_problem("lenet5", (28, 28, 1), 10) is None
-    assert keras.mixed_precision.global_policy().name == "float32"  # put back
-
-    # the worker measures the machine: on a GPU, which entries take its settings
-    runtime = {**device.configure_runtime(), "device": "GPU"}
-    monkeypatch.setattr(device, "configure_runtime", lambda *a, **kw: runtime)
-    monkeypatch.setattr(budget, "measure_cost", lambda ds, cache: 1e-12)
+    # the worker measures the machine: under a mixed policy (a GPU's), which entries take it
+    runtime = {**device.configure_runtime(), "device": "GPU", "policy": "mixed_float16"}
+    monkeypatch.setattr(device, "_RUNTIME", runtime)
+    monkeypatch.setattr(cost_module, "measure_cost", lambda ds, cache: 1e-12)
     data = SimpleNamespace(image_shape=(28, 28, 1), num_classes=10)
-    measured, cost = budget.measure_machine(data, ["mlp", "lenet5"], None)
-    assert measured["device"] == "GPU" and list(cost.gpu_problems) == ["mlp"]
+    try:
+        measured, cost = cost_module.measure_machine(data, ["mlp", "lenet5"], None)
+    finally:
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")
+    assert measured["device"] == "GPU" and list(cost.policy_problems) == ["mlp"]
+    assert "float16" in cost.policy_problems["mlp"]
     opts = TuneOptions()
-    plan = budget.make_plan(opts, 60_000, "GPU")
-    kept = choose_models(opts, plan, cost, 100, 25, ["mlp", "lenet5"], (28, 28, 1))
+    plan = make_plan(opts, 60_000, cost)
+    kept = choose_models(opts, plan, cost, (100, 25), ["mlp", "lenet5"], (28, 28))
     assert kept == ["lenet5"]
-    assert "GPU: leaving out mlp (its output is float16" in capsys.readouterr().out
+    assert "leaving out mlp: its output is float16" in capsys.readouterr().out
 
 
 def test_a_fresh_session_between_trials_keeps_mixed_precision(monkeypatch):
@@ -145,30 +145,24 @@ def test_bfloat16_in_hardware_is_read_from_the_cpu_flags(tmp_path):
     assert not cpu_bf16(str(tmp_path / "absent"))
 
 
-def test_the_cpu_policy_is_bfloat16_only_where_asked_for_and_in_hardware(monkeypatch):
+def test_the_policy_follows_precision_and_the_hardware(monkeypatch):
+    """--precision: auto keeps float32 on a CPU and mixed float16 on a GPU with tensor cores;
+    mixed adds bfloat16 on a CPU that has it in hardware; float32 everywhere."""
     from pipeline import device
-    from pipeline.errors import PipelineError
+    from pipeline.tune.cost import cost_key
 
-    for asked, hardware, policy in [
-        (None, True, "float32"),
-        ("bf16", True, "mixed_bfloat16"),
-        ("bf16", False, "float32"),
-        ("float32", True, "float32"),
-    ]:
+    cases = [("auto", True, "float32"), ("mixed", True, "mixed_bfloat16"),
+             ("mixed", False, "float32"), ("float32", True, "float32")]  # fmt: skip
+    for asked, hardware, policy in cases:
         monkeypatch.setattr(device, "cpu_bf16", lambda h=hardware: h)
-        if asked is None:
-            monkeypatch.delenv("PIPELINE_CPU_PRECISION", raising=False)
-        else:
-            monkeypatch.setenv("PIPELINE_CPU_PRECISION", asked)
-        assert device.cpu_policy() == policy, (asked, hardware)
+        assert device.cpu_policy(asked) == policy, (asked, hardware)
+    assert device.gpu_policy("auto", (8, 0)) == device.gpu_policy("mixed", (7, 0))
+    assert device.gpu_policy("auto", (8, 0)) == "mixed_float16"
+    assert device.gpu_policy("auto", (6, 1)) == device.gpu_policy("float32", (9, 0)) == "float32"
     # a cost measured under one policy is not read under the other
-    from pipeline.tune.budget import cost_key
-
-    keys = {cost_key({"device": "CPU", "policy": p}, (28, 28, 1)) for p in device.POLICIES.values()}
+    keys = {cost_key({"device": "CPU", "policy": p}, (28, 28, 1))
+            for p in ("float32", "mixed_bfloat16")}  # fmt: skip
     assert len(keys) == 2
-    monkeypatch.setenv("PIPELINE_CPU_PRECISION", "fp16")
-    with pytest.raises(PipelineError, match="PIPELINE_CPU_PRECISION='fp16'"):
-        device.cpu_policy()
 
 
 def test_a_bfloat16_model_saved_by_the_fit_loads_and_predicts_float32(tmp_path):

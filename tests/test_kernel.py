@@ -64,7 +64,8 @@ def test_kernel_folder_and_metadata(fake, tmp_path, capsys):
 
 def test_bad_id_is_one_line(fake, tmp_path, capsys):
     assert main(["kernel", "--competition", SLUG, "--id", "no-slash", "--out", str(tmp_path)]) == 2
-    assert "USER/KERNEL-SLUG" in capsys.readouterr().err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "USER/KERNEL-SLUG" in lines[0]
 
 
 def test_push_goes_through_the_real_client(fake, tmp_path, capsys):

@@ -23,8 +23,7 @@ from pipeline import cli
 pytestmark = pytest.mark.slow
 
 TINY = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
-        "--kfold", "off",
-        "--pruner", "none", "--no-report"]  # fmt: skip
+        "--final", "trials", "--pruner", "none", "--no-report"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_final_stage_on_a_machine_that_ran_no_trial(pg, shared, demo_small):
     # a third machine: an empty artifacts folder, the study and the store only
     other = tmp / "third"
     extra = ("--storage", pg.url, "--study", "shared", "--artifact-store", str(store))
-    final = _spawn(_args(demo_small, other, *extra, "--final-only", "--final-fit", "off"))
+    final = _spawn(_args(demo_small, other, *extra, "--final-only"))
     out, _ = final.communicate(timeout=400)
     assert final.returncode == 0, out[-3000:]
     sub = pd.read_csv(out.strip().splitlines()[-1])
@@ -121,13 +120,20 @@ def test_dashboard_serves_the_study(pg, shared):
     assert proc.returncode == 0
 
 
-def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
+def test_killed_worker_leaves_no_running_trial_and_the_warm_start_is_queued_once(
     pg, demo_small, tmp_path, monkeypatch
 ):
+    """A worker killed mid-trial leaves its trial to the heartbeat (failed, retried once); the
+    warm start (--quick's, lenet5_wide) is queued into the empty study by the first worker
+    only: a worker that joins late loads the study as it stands."""
     from test_tune import expire_stale
 
+    from pipeline.search_space import warm_start_params
+    from pipeline.tune.trials import is_warm_start
+
     name = "killed"
-    extra = ("--storage", pg.url, "--study", name, "--search-only")
+    extra = ("--storage", pg.url, "--study", name, "--search-only", "--quick", "--timeout", "300",
+             "--limit", "600", "--max-epochs", "1")  # fmt: skip
     first = _spawn(_args(demo_small, tmp_path / "a", *extra, "--trials", "1"))
     assert first.wait(timeout=300) == 0
     # a long trial, killed mid-way after its heartbeat was recorded
@@ -158,6 +164,9 @@ def test_killed_worker_leaves_no_running_trial_and_late_worker_warm_starts(
     again = study.trials[retried[0].number]
     assert again.state == optuna.trial.TrialState.COMPLETE and again.params == killed.params
     assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(again) == killed.number
+    warm = warm_start_params(["lenet5_wide", "cnn1"], 1, "lenet5_wide")
+    queued = [t.number for t in study.trials if t.system_attrs.get("fixed_params") == warm]
+    assert queued == [0] and is_warm_start(study.trials[0])  # once, by the first worker
 
 
 @pytest.mark.parametrize(
@@ -185,9 +194,16 @@ def test_bad_storage_url_is_one_line_without_the_password(pg, demo_small, tmp_pa
 def test_artifact_store_with_sqlite_too(demo_small, tmp_path, capsys):
     """The store does not need PostgreSQL: a shared folder with the default SQLite study."""
     store = tmp_path / "store"
-    args = _args(demo_small, tmp_path / "art", "--artifact-store", str(store), "--trials", "1",
-                 "--final-fit", "off")  # fmt: skip
+    args = _args(demo_small, tmp_path / "art", "--artifact-store", str(store), "--trials", "2")
     assert cli.main(args) == 0
+    url = f"sqlite:///{tmp_path / 'art' / 'fashion-mnist' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="fashion-mnist", storage=url).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.user_attrs.get("model_artifact") for t in done)
+    assert all(t.user_attrs.get("validation_artifact") for t in done)
+    assert not any("model_path" in t.user_attrs for t in done)  # ids, not local paths
+    ids = {f.name for f in store.rglob("*") if f.is_file()}
+    assert {t.user_attrs["model_artifact"] for t in done} <= ids
     best = json.loads((tmp_path / "art" / "fashion-mnist" / "tune" / "best.json").read_text())
-    assert best["model_paths"] and store.is_dir() and any(store.iterdir())
+    assert best["model_paths"] and all(os.path.exists(p) for p in best["model_paths"])
     del capsys

@@ -24,7 +24,6 @@ from pipeline.records import (
     write_trial,
 )
 from pipeline.training import FitMetrics, TrainSettings
-from pipeline.tune.budget import make_plan
 
 METRICS = FitMetrics(
     val_accuracy=0.9, val_loss=0.3, train_accuracy=0.95, train_loss=0.2, best_epoch=3,
@@ -164,24 +163,3 @@ def test_a_metric_of_zero_survives_the_user_attrs():
     write_trial(trial, TrialRecord(model="cnn1", metrics=zero))
     study.tell(trial, 0.9)
     assert read_trial(study.trials[0]).metrics == zero
-
-
-@pytest.mark.parametrize(
-    "device, labelled, flags, rows, final",
-    [
-        ("CPU", 60_000, [], 12_000, True),  # multi-fidelity: slice, then a final fit
-        ("GPU", 60_000, [], None, False),  # every row in every trial
-        ("CPU", 10_000, [], None, False),  # the split is hardly larger than a slice
-        ("CPU", 60_000, ["--search-rows", "0"], None, False),
-        ("CPU", 60_000, ["--final-fit", "on", "--search-rows", "0"], None, True),
-    ],
-)
-def test_plan_resolves_auto_settings_without_touching_the_options(
-    device, labelled, flags, rows, final
-):
-    opts = _parse("tune", *flags)
-    plan = make_plan(opts, labelled, device)
-    assert plan.search_rows == rows and plan.final_fit is final
-    assert plan.max_epochs == (8 if rows else 15)
-    assert 0 < plan.reserve < opts.timeout
-    assert _parse("tune", *flags) == opts  # nothing written back

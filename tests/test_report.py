@@ -39,6 +39,11 @@ def _common(demo_small, tmp_path):
             "--submissions", str(tmp_path / "subs")]  # fmt: skip
 
 
+def _common_data(reported) -> str:
+    common = reported[1]
+    return common[common.index("--data") + 1]
+
+
 def _png_ok(path: Path) -> None:
     import matplotlib.image as mpimg
 
@@ -53,7 +58,7 @@ def reported(demo_small, tmp_path_factory):
     common = _common(demo_small, tmp_path)
     assert cli.main(["train", "--model", "cnn1", "--epochs", "2", "--limit", "500", *common]) == 0
     tune = ["tune", "--models", "cnn1,lenet5_wide", "--trials", "3", "--max-epochs", "2"]
-    tune += ["--limit", "600", "--pruner", "none", "--timeout", "400", "--kfold", "off", *common]
+    tune += ["--limit", "600", "--pruner", "none", "--timeout", "400", "--final", "trials", *common]
     assert cli.main(tune) == 0
     return tmp_path / "art" / "fashion-mnist", common
 
@@ -120,8 +125,14 @@ def test_index_html_references_only_existing_files(reported):
     assert "all models" in page and "best model on the holdout" in page
 
 
-def test_report_command_on_one_run_and_errors(reported, capsys):
-    comp, common = reported
+def test_report_command_on_one_run_and_errors(reported, capsys, tmp_path):
+    import shutil
+
+    shared, _ = reported  # the module's report stays as it is: this one writes a copy's
+    comp = tmp_path / "art" / shared.name
+    shutil.copytree(shared, comp)
+    common = ["--data", _common_data(reported), "--artifacts", str(tmp_path / "art"),
+              "--submissions", str(tmp_path / "subs")]  # fmt: skip
     run_id = next((comp / "runs").iterdir()).name
     assert cli.main(["report", "--run", run_id, *common]) == 0
     assert capsys.readouterr().out.strip().endswith("index.html")

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 # trials on a slice, then a final fit of up to 8 short epochs (the one killed and resumed)
 FINAL = ["--models", "lenet5_wide", "--trials", "1", "--max-epochs", "1", "--limit", "2000",
-         "--search-rows", "480", "--final-fit", "on", "--final-max-epochs", "8",
-         "--timeout", "400", "--pruner", "none", "--no-report", "--kfold", "off"]  # fmt: skip
+         "--search-rows", "480", "--final", "fit", "--final-max-epochs", "8",
+         "--timeout", "400", "--pruner", "none", "--no-report"]  # fmt: skip
 
 
 def _args(demo_small, tmp_path, *extra):
@@ -64,7 +64,7 @@ def test_killed_final_fit_resumes_from_its_last_epoch(demo_small, tmp_path):
     proc.wait()
     assert any("final: epoch 2" in line for line in seen), "".join(seen)[-2000:]
     checkpoint = tmp_path / "art" / "fashion-mnist" / "tune" / "final-checkpoint"
-    assert (checkpoint / "state.json").is_file()
+    assert (checkpoint / "final" / "state.json").is_file()
 
     rerun = _spawn(_args(demo_small, tmp_path, *FINAL))
     out, _ = rerun.communicate(timeout=400)
@@ -76,29 +76,31 @@ def test_killed_final_fit_resumes_from_its_last_epoch(demo_small, tmp_path):
     assert not checkpoint.exists()  # removed once the submission is written
 
 
-def test_a_killed_final_member_resumes_and_the_finished_one_is_not_trained_again(
-    demo_small, tmp_path
-):
-    args = _args(demo_small, tmp_path, *FINAL, "--final-members", "2")
+def test_killed_folds_resume_and_the_finished_ones_are_not_trained_again(demo_small, tmp_path):
+    """The folds go through the final fit's one fit: a finished fold keeps its probabilities
+    beside its checkpoint, so a rerun after a kill trains only the folds still to do."""
+    args = _args(demo_small, tmp_path, *FINAL)
+    args[args.index("fit")] = "folds"
+    args[args.index("--final-max-epochs") + 1] = "2"
     proc = _spawn(args)
-    seen = _wait_for(proc, r"final: epoch 1 val_accuracy.*")
-    seen += _wait_for(proc, r"final: member 2 of 2")
-    seen += _wait_for(proc, r"final: epoch 2 val_accuracy")
+    seen = _wait_for(proc, r"final: fold 2/\d+: ")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert any("member 2 of 2" in line for line in seen), "".join(seen)[-2000:]
-    members = tmp_path / "art" / "fashion-mnist" / "tune" / "final-checkpoint" / "members"
-    assert (members / "0.json").is_file() and not (members / "1.json").exists()
+    assert any("fold 2/" in line for line in seen), "".join(seen)[-2000:]
+    checkpoint = tmp_path / "art" / "fashion-mnist" / "tune" / "final-checkpoint"
+    done = sorted(p.parent.parent.name for p in checkpoint.glob("*/done/record.json"))
+    assert done[:2] == ["fold1-t0", "fold2-t0"], done
 
     rerun = _spawn(args)
     out, _ = rerun.communicate(timeout=400)
     assert rerun.returncode == 0, out[-3000:]
-    assert "member 1 of 2 finished before" in out, out[-3000:]
-    assert "training trial" not in out.split("member 2 of 2")[0]  # member 1: not again
-    m = re.search(r"final: resuming lenet5_wide from epoch (\d+)", out)
-    assert m and int(m.group(1)) >= 2, out[-3000:]
-    assert "2 members averaged" in out
+    assert "going straight to it" in out and "tune: trial" not in out
+    for name in done:
+        assert f"final: {name} finished before" in out, out[-3000:]
+    k = int(re.search(r"on (\d) folds of all 2000 labelled rows", out).group(1))
+    assert f"final: fold {k}/{k}:" in out
     _valid_submission(tmp_path, out, demo_small)
+    assert not checkpoint.exists()
 
 
 def test_sigterm_finishes_the_batch_saves_and_exits_143(demo_small, tmp_path):
@@ -122,7 +124,7 @@ def test_sigterm_finishes_the_batch_saves_and_exits_143(demo_small, tmp_path):
 # A hostile machine: one line (exit 2) or a clean recovery, never a traceback or a half file
 
 SMALL = ["--models", "lenet5_wide", "--trials", "1", "--max-epochs", "1", "--limit", "600",
-         "--timeout", "300", "--pruner", "none", "--no-report", "--kfold", "off"]  # fmt: skip
+         "--timeout", "300", "--pruner", "none", "--no-report", "--final", "trials"]  # fmt: skip
 
 
 def _one_line(code, err, pattern):
@@ -190,20 +192,35 @@ def test_corrupt_study_database_names_the_file(demo_small, tmp_path, capsys):
 def test_locked_study_database_waits_then_says_so(demo_small, tmp_path, capsys, monkeypatch):
     import threading
 
+    from pipeline.tune import study
+
     assert cli.main(_args(demo_small, tmp_path, *SMALL, "--search-only")) == 0
     capsys.readouterr()
     db = tmp_path / "art" / "fashion-mnist" / "optuna.db"
-    # a lock released while the command waits for it: the command goes on
+    # a lock released 1 s after the command first opens the study: the command waits, then
+    # goes on
     holder = sqlite3.connect(db, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     monkeypatch.setenv("PIPELINE_SQLITE_TIMEOUT", "120")
-    release = threading.Timer(1.0, holder.rollback)
-    release.start()
+    real, waited = study.create_or_load_study, []
+
+    def opening(*args, **kwargs):
+        release = threading.Timer(1.0, holder.rollback)
+        release.start()
+        t0 = time.monotonic()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            waited.append(time.monotonic() - t0)
+            release.join()
+
+    monkeypatch.setattr(study, "create_or_load_study", opening)
     try:
         assert cli.main(_args(demo_small, tmp_path, *SMALL, "--search-only")) == 0
     finally:
-        release.join()
         holder.close()
+    assert waited and waited[0] >= 1.0  # it opened the study only once the lock was released
+    monkeypatch.setattr(study, "create_or_load_study", real)
     # a lock held past the wait: one line that says so
     holder = sqlite3.connect(db)
     holder.execute("BEGIN EXCLUSIVE")

@@ -58,7 +58,7 @@ def test_a_short_budget_starts_from_the_light_recipe():
     from pipeline.models import get_entry
     from pipeline.options import TuneOptions
     from pipeline.search_space import LIGHT_WARM_START, suggest
-    from pipeline.tune.budget import make_plan
+    from pipeline.tune.plan import make_plan
 
     params = warm_start_params(list(DEFAULT_MODELS), 8, "lenet5_wide")
     assert params == {**LIGHT_WARM_START, "epochs": 8}
@@ -71,9 +71,9 @@ def test_a_short_budget_starts_from_the_light_recipe():
     assert set(trial.params) == set(params)  # nothing left to chance
     assert spec["model"] == "lenet5_wide" and spec["learning_rate"] == 0.002
     assert spec["hp"]["activation"] == "relu" and spec["batch_size"] == 128
-    assert make_plan(TuneOptions(), 1000, "CPU").warm_start == WARM_START["model"]
+    assert make_plan(TuneOptions(), 1000, None).warm_start == WARM_START["model"]
     quick = TuneOptions(**TuneOptions.QUICK)
-    assert make_plan(quick, 1000, "CPU").warm_start == "lenet5_wide"
+    assert make_plan(quick, 1000, None).warm_start == "lenet5_wide"
 
 
 def test_the_baseline_only_when_svc_is_searched():
@@ -101,7 +101,7 @@ def test_every_default_entry_samples_repeatedly():
 def test_the_step_rule_gives_small_data_more_than_a_handful_of_steps(rows):
     """1,000 rows at batch 256 would be 4 steps an epoch: the batch shrinks until an epoch makes
     MIN_STEPS_PER_EPOCH steps; large data keeps the sampled batch."""
-    from pipeline.tune.budget import MIN_STEPS_PER_EPOCH, batch_for_rows
+    from pipeline.tune.cost import MIN_STEPS_PER_EPOCH, batch_for_rows
 
     for sampled in (32, 256, 512):
         batch = batch_for_rows(sampled, rows)

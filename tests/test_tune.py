@@ -20,13 +20,14 @@ from conftest import ROOT, wait_for
 from pipeline import cli
 from pipeline.errors import PipelineError
 from pipeline.records import read_trial
-from pipeline.tune.budget import MIN_STEPS_PER_EPOCH
+from pipeline.tune import plan
+from pipeline.tune.cost import MIN_STEPS_PER_EPOCH
 
 pytestmark = pytest.mark.slow
 
 SMALL = ["--models", "lenet5_wide,cnn1", "--max-epochs", "1", "--limit", "600", "--timeout", "300",
-         "--kfold", "off",
          "--no-report"]  # fmt: skip
+TRIALS = ["--final", "trials"]  # the trials' own models: nothing trained after the search
 
 
 def _args(demo_small, tmp_path, *extra):
@@ -53,7 +54,7 @@ def _complete(study):
 
 
 def test_study_resumes_and_final_stage_writes_everything(demo_small, tmp_path, capsys):
-    assert cli.main(_args(demo_small, tmp_path, "--trials", "2")) == 0
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", *TRIALS)) == 0
     out = capsys.readouterr().out
     sub_path = out.strip().splitlines()[-1]
     assert sub_path.endswith(".csv") and os.path.exists(sub_path)
@@ -101,7 +102,7 @@ def test_study_resumes_and_final_stage_writes_everything(demo_small, tmp_path, c
     assert list(sub.columns) == ["Id", "Label"] and len(sub) == 200
 
     # a rerun with the same settings resumes the same study and adds trials
-    assert cli.main(_args(demo_small, tmp_path, "--trials", "1")) == 0
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "1", *TRIALS)) == 0
     study = _study(tmp_path)
     assert len(study.get_trials()) == 3
     assert {t.number: t.value for t in _complete(study) if t.number in first} == first
@@ -112,7 +113,7 @@ def test_ensemble_is_the_mean_of_the_models(demo_small, tmp_path, capsys):
         cli.main(_args(demo_small, tmp_path, "--trials", "2", "--pruner", "none", "--search-only"))
         == 0
     )
-    assert cli.main(_args(demo_small, tmp_path, "--final-only", "--ensemble", "2")) == 0
+    assert cli.main(_args(demo_small, tmp_path, "--final-only", "--ensemble", "2", *TRIALS)) == 0
     sub_path = capsys.readouterr().out.strip().splitlines()[-1]
     tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune_dir / "best.json").read_text())
@@ -147,7 +148,7 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(demo_small, tmp_path, m
 
     monkeypatch.setattr(pipeline.models, "build_model", flaky)
     # in this process: the patched builder does not reach a worker process
-    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--isolate", "none")) == 0
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--isolate", "none", *TRIALS)) == 0
     study = _study(tmp_path)
     states = [t.state for t in study.get_trials()]
     assert states[0] == optuna.trial.TrialState.FAIL
@@ -158,8 +159,10 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(demo_small, tmp_path, m
 
 def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkeypatch):
     import pipeline.models
+    from pipeline.tune import search
 
     real = pipeline.models.build_model
+    monkeypatch.setattr(search, "MAX_FAILURES", 2)
 
     def broken(*a, **kw):
         if kw:  # trial builds only
@@ -167,16 +170,14 @@ def test_max_failures_stops_a_study_that_only_fails(demo_small, tmp_path, monkey
         return real(*a, **kw)
 
     monkeypatch.setattr(pipeline.models, "build_model", broken)
-    code = cli.main(
-        _args(demo_small, tmp_path, "--trials", "10", "--max-failures", "2", "--isolate", "none")
-    )
+    code = cli.main(_args(demo_small, tmp_path, "--trials", "10", "--isolate", "none"))
     assert code == 2  # no completed trial: one-line error from the final stage
     assert len(_study(tmp_path).get_trials()) == 2
 
 
 def test_budget_refuses_a_trial_it_cannot_hold(demo_small, tmp_path, capsys):
     from pipeline.device import configure_runtime
-    from pipeline.tune.budget import cost_key
+    from pipeline.tune.cost import cost_key
 
     # this machine measured as a million times slower: no epoch fits the 300 s budget
     comp = tmp_path / "art" / "fashion-mnist"
@@ -290,7 +291,7 @@ def _mid_trial(tmp_path, name="fashion-mnist"):
 def expire_stale(url: str, name: str, number: int, monkeypatch):
     """Poll Optuna's heartbeat check until the killed process's trial ``number`` is FAIL (its
     heartbeat stopped; PIPELINE_HEARTBEAT=1: a 3 s grace); returns the study."""
-    from pipeline.tune.study import make_storage
+    from pipeline.storage import make_storage
 
     monkeypatch.setenv("PIPELINE_HEARTBEAT", "1")
     study = optuna.load_study(study_name=name, storage=make_storage(url))
@@ -354,11 +355,11 @@ def test_trials_on_a_slice_then_final_fit_on_the_whole_split(
 ):
     """--search-rows: trials see a slice; the final stage trains the best on the whole split,
     from the trial's weights, prints progress on part of the holdout and scores all of it."""
-    from pipeline.tune import refit
+    from pipeline.tune import fit
 
-    monkeypatch.setattr(refit, "PROGRESS_ROWS", 40)
-    args = _args(demo_small, tmp_path, "--trials", "2", "--search-rows", "240")
-    args += ["--final-fit", "on", "--final-max-epochs", "2"]
+    monkeypatch.setattr(fit, "PROGRESS_ROWS", 40)
+    args = _args(demo_small, tmp_path, "--trials", "2", "--search-rows", "240", "--isolate", "none")
+    args += ["--final", "fit", "--final-max-epochs", "2"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "240 train / 60 validation images per trial" in out
@@ -419,7 +420,7 @@ def test_a_worker_that_loses_the_creation_race_opens_the_winners_study(tmp_path,
     one's creation fails as the loser's does; it retries and opens the same study."""
     import sqlalchemy.exc
 
-    from pipeline.tune import study as st
+    from pipeline import storage as st
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     real = optuna.create_study
@@ -468,7 +469,7 @@ def test_trials_run_in_a_worker_process_and_their_records_come_back(
 
     real = pipeline.models.build_model
     monkeypatch.setattr(pipeline.models, "build_model", broken)
-    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--pruner", "none")) == 0
+    assert cli.main(_args(demo_small, tmp_path, "--trials", "2", "--pruner", "none", *TRIALS)) == 0
     trials = _study(tmp_path).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for t in trials:
@@ -480,7 +481,7 @@ def test_trials_run_in_a_worker_process_and_their_records_come_back(
 
 
 def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
-    demo_small, tmp_path, capsys
+    demo_small, tmp_path, capsys, monkeypatch
 ):
     """logreg beside a network: one fit, kept as .joblib with its validation probabilities, and
     averaged with the network's probabilities into what is submitted."""
@@ -502,7 +503,7 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
     probs = np.load(record.model_path.replace(".joblib", ".validation.npy"))
     assert probs.shape == (96, 10)
 
-    args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3")
+    args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3", *TRIALS)
     args[args.index("lenet5_wide,cnn1")] = "logreg,cnn1"
     assert cli.main(args) == 0
     capsys.readouterr()
@@ -520,7 +521,8 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
 
     # k-fold: the folds train the chosen ensemble, networks and the classical member, each fold
     # averaging them; the estimate is the average's out-of-fold accuracy
-    args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3", "--kfold", "3",
+    monkeypatch.setattr(plan, "KFOLD", 3)
+    args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3", "--final", "folds",
                  "--final-max-epochs", "1")  # fmt: skip
     args[args.index("lenet5_wide,cnn1")] = "logreg,cnn1"
     assert cli.main(args) == 0
@@ -546,7 +548,8 @@ def test_folds_that_do_not_fit_leave_their_time_to_a_final_fit(demo_small, tmp_p
     from pipeline.tune import kfold
 
     monkeypatch.setattr(kfold, "folds_that_fit", lambda *a, **k: (0, 1.0, 0.0))
-    args = _args(demo_small, tmp_path, "--trials", "1", "--kfold", "3", "--final-max-epochs", "2")
+    args = _args(demo_small, tmp_path, "--trials", "1", "--final", "folds", "--final-max-epochs",
+                 "2")  # fmt: skip
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "no k-fold training" in out
@@ -558,18 +561,17 @@ def test_folds_that_do_not_fit_leave_their_time_to_a_final_fit(demo_small, tmp_p
 
 @pytest.mark.parametrize("models", ["logreg", "cnn1"])
 def test_the_kfold_final_stage_trains_on_every_labelled_row_and_scores_out_of_fold(
-    demo_small, tmp_path, capsys, models
+    demo_small, tmp_path, capsys, models, monkeypatch
 ):
     """--limit 600 on small data: 3 folds of all 600 labelled rows (the holdout's 120 included),
-    every row predicted once by the fold that did not train on it, the estimate on all 600.
-    --final-members splits a final fit only: this run says it submits its folds instead."""
-    args = _args(demo_small, tmp_path, "--trials", "1", "--kfold", "3", "--final-max-epochs", "2",
-                 "--final-members", "2")  # fmt: skip
+    every row predicted once by the fold that did not train on it, the estimate on all 600."""
+    monkeypatch.setattr(plan, "KFOLD", 3)
+    args = _args(demo_small, tmp_path, "--trials", "1", "--final", "folds", "--final-max-epochs",
+                 "2")  # fmt: skip
     args[args.index("lenet5_wide,cnn1")] = models
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "on 3 folds of all 600 labelled rows" in out
-    assert "--final-members 2 splits a planned final fit; this run plans none: it submits" in out
     tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
     best = json.loads((tune_dir / "best.json").read_text())
     folds = best["kfold"]
@@ -584,213 +586,6 @@ def test_the_kfold_final_stage_trains_on_every_labelled_row_and_scores_out_of_fo
     # the mean of the fold accuracies is the out-of-fold accuracy (folds of 200 rows each)
     assert np.mean(folds["fold_accuracies"]) == pytest.approx(folds["out_of_fold_accuracy"],
                                                               abs=2e-3)  # fmt: skip
-    assert best["options"]["kfold"] == "3" and best["honest"]
+    assert best["options"]["final"] == "folds" and best["honest"]
     sub_path = out.strip().splitlines()[-1]
     assert sub_path.endswith("-3fold.csv") and len(pd.read_csv(sub_path)) == 200
-
-
-def test_the_pseudo_label_threshold_is_the_lowest_confidence_precise_enough():
-    from pipeline.tune.stretch import pseudo_labelled, pseudo_threshold
-
-    # confidences 0.95 down to 0.5: the 6 most confident right, then wrong, right, wrong...
-    conf = np.array([0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5])
-    right = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 1], dtype=bool)
-    probs = np.stack([conf, 1 - conf], axis=1)
-    y = np.where(right, 0, 1)
-    assert pseudo_threshold(probs, y, precision=1.0) == (0.7, 1.0)
-    threshold, precision = pseudo_threshold(probs, y, precision=0.85)
-    assert threshold == 0.6 and precision == pytest.approx(7 / 8)
-    assert pseudo_threshold(probs, 1 - y, precision=0.5) == (None, None)  # never that right
-    test = np.array([[0.65, 0.35], [0.2, 0.8], [0.5, 0.5]])
-    keep, labels = pseudo_labelled(test, 0.6)
-    assert list(keep) == [0, 1] and list(labels) == [0, 1]
-    assert len(pseudo_labelled(test, None)[0]) == 0
-
-
-def test_the_last_stretch_trains_on_every_labelled_row_and_the_estimate_stays_measured(
-    demo_small, tmp_path, capsys, monkeypatch
-):
-    """--last-stretch labelled+test: the final fit is scored on the holdout, then trains on the
-    training split, the holdout and the confident test images; what is submitted is that model,
-    the estimate the measured one's."""
-    from pipeline import training
-    from pipeline.tune import stretch
-
-    seen = []
-    real = training.fit
-
-    def spy(model, settings, data, *a, **kw):
-        seen.append((data[0], data[1], settings))
-        return real(model, settings, data, *a, **kw)
-
-    monkeypatch.setattr(training, "fit", spy)
-    monkeypatch.setattr(stretch, "PSEUDO_PRECISION", 0.5)  # 1-2 epochs: few are 99% sure
-    args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
-                 "none", "--final-fit", "on", "--final-max-epochs", "2", "--last-stretch",
-                 "labelled+test")  # fmt: skip
-    assert cli.main(args) == 0
-    out = capsys.readouterr().out
-    assert "final: last stretch: 600 labelled rows" in out
-    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
-    best = json.loads((tune_dir / "best.json").read_text())
-    final, st = best["final_fit"], best["final_fit"]["stretch"]
-    assert st["labelled_rows"] == 600 and st["epochs_run"] == 1  # a 2-epoch fit: 1 at most
-    # the stretch's rows: the training split, the holdout, and the confident test images with
-    # the measured model's labels
-    from pipeline.data import holdout, load_competition
-    from pipeline.predict import load_model, predict_proba
-
-    ds = load_competition(demo_small)
-    x_tr, y_tr, x_ho, y_ho = holdout(ds, 42, 600)
-    measured = np.load(tune_dir / "test_proba_measured.npy")
-    keep = np.flatnonzero(measured.max(1) >= st["pseudo_threshold"])
-    assert st["pseudo_rows"] == len(keep) > 0
-    x, y, settings = seen[-1]
-    assert np.array_equal(x, np.concatenate([x_tr, x_ho, ds.x_test[keep]]))
-    assert np.array_equal(y, np.concatenate([y_tr, y_ho, measured[keep].argmax(1)]))
-    assert settings.learning_rate == pytest.approx(final["settings"]["learning_rate"] * 0.1)
-    # the estimate is the measured model's, on the holdout; what is submitted, the stretched one
-    assert best["holdout_accuracy"] == final["holdout_accuracy"]
-    assert st["measured_model_path"].endswith("final.keras")
-    assert best["model_path"].endswith("final-stretched.keras")
-    flip = final["flip"]
-    was = predict_proba(load_model(st["measured_model_path"]), x_ho, flip=flip)
-    assert abs(float((was.argmax(1) == y_ho).mean()) - best["holdout_accuracy"]) < 1e-6
-    now = predict_proba(load_model(best["model_path"]), ds.x_test, flip=flip)
-    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), now, atol=1e-5)
-    assert "estimate of the final fit before its last stretch" in out
-
-
-def test_the_stretch_starts_at_a_fraction_of_the_peak_rate_or_at_the_last_one(monkeypatch):
-    from types import SimpleNamespace
-
-    from pipeline.training import TrainSettings
-    from pipeline.tune.stretch import STRETCH_LR, stretch_learning_rate
-
-    fitted = SimpleNamespace(settings=TrainSettings("sgd-nesterov", 0.2, 0.9, 256, 10, False),
-                             last_learning_rate=0.004)  # fmt: skip
-    monkeypatch.delenv("PIPELINE_STRETCH_LR", raising=False)
-    assert stretch_learning_rate(fitted) == pytest.approx(0.2 * STRETCH_LR)
-    monkeypatch.setenv("PIPELINE_STRETCH_LR", "last")
-    assert stretch_learning_rate(fitted) == 0.004
-    monkeypatch.setenv("PIPELINE_STRETCH_LR", "0.03")
-    assert stretch_learning_rate(fitted) == pytest.approx(0.006)
-
-
-def test_a_benchmark_may_add_erasing_and_set_label_smoothing_in_the_final_fit(monkeypatch):
-    from pipeline.errors import PipelineError
-    from pipeline.training import TrainSettings
-    from pipeline.tune.refit import benchmark_recipe
-
-    trial = TrainSettings("sgd-nesterov", 0.2, 0.9, 256, 10, False, augment="crop+flip",
-                          label_smoothing=0.1)  # fmt: skip
-    monkeypatch.delenv("PIPELINE_FINAL_AUGMENT", raising=False)
-    monkeypatch.delenv("PIPELINE_FINAL_LABEL_SMOOTHING", raising=False)
-    assert benchmark_recipe(trial) == trial
-    monkeypatch.setenv("PIPELINE_FINAL_AUGMENT", "erase+crop")
-    monkeypatch.setenv("PIPELINE_FINAL_LABEL_SMOOTHING", "0.2")
-    got = benchmark_recipe(trial)
-    assert (got.augment, got.label_smoothing) == ("crop+flip+erase", 0.2)
-    assert benchmark_recipe(trial.replace(augment="off")).augment == "erase+crop"
-    monkeypatch.setenv("PIPELINE_FINAL_AUGMENT", "blur")
-    with pytest.raises(PipelineError, match="unknown augmentation 'blur'"):
-        benchmark_recipe(trial)
-
-
-def _spy_fit_rows(monkeypatch) -> list[tuple[int, int]]:
-    """(seed, training rows) of every training.fit call from now on, in order."""
-    from pipeline import training
-
-    calls = []
-    real = training.fit
-
-    def spy(model, settings, data, *a, **kw):
-        calls.append((settings.seed, len(data[1])))
-        return real(model, settings, data, *a, **kw)
-
-    monkeypatch.setattr(training, "fit", spy)
-    return calls
-
-
-def test_final_members_train_with_their_own_seeds_and_the_holdout_scores_their_average(
-    demo_small, tmp_path, capsys, monkeypatch
-):
-    """--final-members 2: two models of the chosen configuration, seeds 42 and 43, each saved;
-    what is submitted and what the holdout scores is their averaged probabilities."""
-    seeds = _spy_fit_rows(monkeypatch)
-    args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
-                 "none", "--final-fit", "on", "--final-max-epochs", "2", "--final-members",
-                 "2")  # fmt: skip
-    assert cli.main(args) == 0
-    out = capsys.readouterr().out
-    assert "member 1 of 2" in out and "member 2 of 2" in out
-    assert seeds[-2:] == [(42, 480), (43, 480)]  # both on the whole training split
-    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
-    best = json.loads((tune_dir / "best.json").read_text())
-    final = best["final_fit"]
-    paths = final["member_model_paths"]
-    assert final["member_seeds"] == [42, 43] and final["member_epochs"] == [2, 2]
-    assert [Path(p).name for p in paths] == ["final.keras", "final-m1.keras"]
-    from pipeline.data import holdout, load_competition
-    from pipeline.predict import load_model, predict_proba
-
-    ds = load_competition(demo_small)
-    _, _, x_ho, y_ho = holdout(ds, 42, 600)
-    models = [load_model(p) for p in paths]
-    alone = [predict_proba(m, x_ho, flip=final["flip"]) for m in models]
-    for probs, acc in zip(alone, final["member_holdout_accuracies"], strict=True):
-        assert abs(float((probs.argmax(1) == y_ho).mean()) - acc) < 1e-6
-    averaged = np.mean(alone, axis=0)
-    assert abs(float((averaged.argmax(1) == y_ho).mean()) - best["holdout_accuracy"]) < 1e-6
-    test = np.mean([predict_proba(m, ds.x_test, flip=final["flip"]) for m in models], axis=0)
-    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), test, atol=1e-5)
-    assert not (tune_dir / "final-checkpoint").exists()
-
-
-def test_a_member_on_every_labelled_row_is_averaged_but_left_out_of_the_estimate(
-    demo_small, tmp_path, capsys, monkeypatch
-):
-    """PIPELINE_MEMBER_ROWS=all: the second member trains on the training split and the
-    holdout; the submission averages both, the estimate is the first member's alone."""
-    rows = _spy_fit_rows(monkeypatch)
-    monkeypatch.setenv("PIPELINE_MEMBER_ROWS", "all")
-    args = _args(demo_small, tmp_path, "--trials", "1", "--search-rows", "240", "--isolate",
-                 "none", "--final-fit", "on", "--final-max-epochs", "2", "--final-members",
-                 "2")  # fmt: skip
-    assert cli.main(args) == 0
-    out = capsys.readouterr().out
-    assert rows[-2:] == [(42, 480), (43, 600)]  # the second: 480 training + 120 holdout rows
-    assert "estimate of the first member" in out
-    assert "the holdout scores the 1 that never trained on it" in out
-    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
-    best = json.loads((tune_dir / "best.json").read_text())
-    final = best["final_fit"]
-    assert final["member_train_rows"] == [480, 600]
-    assert best["holdout_accuracy"] == final["member_holdout_accuracies"][0]
-    from pipeline.data import load_competition
-    from pipeline.predict import load_model, predict_proba
-
-    ds = load_competition(demo_small)
-    models = [load_model(p) for p in final["member_model_paths"]]
-    test = np.mean([predict_proba(m, ds.x_test, flip=final["flip"]) for m in models], axis=0)
-    np.testing.assert_allclose(np.load(tune_dir / "test_proba.npy"), test, atol=1e-5)
-
-
-def test_each_final_member_gets_an_even_share_of_the_time_left():
-    from pipeline.tune.budget import Budget
-    from pipeline.tune.members import member_budget
-
-    budget = Budget(started=0.0, deadline=1000.0, search_deadline=400.0)
-    first = member_budget(budget, 2, now=400.0)
-    assert first.deadline == 700.0 and first.started == 0.0
-    assert member_budget(budget, 1, now=690.0).deadline == 1000.0  # the last: to the end
-    assert member_budget(budget, 3, now=1000.0).deadline == 1000.0  # nothing left: nothing
-
-
-def test_with_a_last_stretch_the_final_fit_trains_one_member(capsys):
-    from pipeline.options import TuneOptions
-    from pipeline.tune.final import final_members
-
-    assert final_members(TuneOptions(final_members=3)) == 3
-    assert final_members(TuneOptions(final_members=3, last_stretch="labelled")) == 1
-    assert "one final member, not 3" in capsys.readouterr().out

@@ -1,6 +1,7 @@
-"""The trial worker process: it trains what it is sent and answers with the trial's record; it
-is replaced after TRIALS_PER_WORKER trials; killed mid-trial, its trial fails with the reason
-and the search goes on with a new worker."""
+"""The worker process: it runs the tasks it is sent (trials, fits, predictions) and answers
+with their results; it is replaced after TASKS_PER_WORKER tasks or past its memory limit;
+killed mid-trial, its trial fails with the reason and the search goes on with a new worker; a
+signal to the main process stops a fit in the worker, its checkpoint saved."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ import time
 
 import optuna
 import pytest
+from conftest import wait_for
 
 from pipeline.data import load
 from pipeline.options import TuneOptions
 from pipeline.training import TrainSettings
-from pipeline.tune import worker as w
-from pipeline.tune.budget import Budget, CostModel, TunePlan
+from pipeline.tune import runner as w
+from pipeline.tune.cost import Budget, CostModel
 from pipeline.tune.objective import Job, Objective
+from pipeline.tune.plan import TunePlan
 from pipeline.tune.splits import run_splits
 
 pytestmark = pytest.mark.slow
 
-PLAN = TunePlan("CPU", 10**6, None, False, 2, 0.0, 3)
+PLAN = TunePlan(10**6, None, "trials", 2, 0.0, 3)
 SETTINGS = TrainSettings("adam", 3e-3, 0.0, 32, 2, False)
 
 
@@ -38,12 +41,12 @@ def _job(number: int) -> Job:
 
 def test_the_worker_trains_reports_each_epoch_and_is_replaced_after_n_trials(setup, monkeypatch):
     opts, _ = setup
-    monkeypatch.setattr(w, "TRIALS_PER_WORKER", 2)
+    monkeypatch.setattr(w, "TASKS_PER_WORKER", 2)
     worker = w.Worker(opts)
     reports, pids = [], []
     try:
         for n in range(3):
-            record = worker.run(_job(n), PLAN, lambda e, a, n=n: reports.append((n, e)) or None)
+            record = worker.run(_job(n), lambda e, a, n=n: reports.append((n, e)) or None)
             pids.append(worker.process.pid)
             assert record.metrics.epochs_run == 2 and os.path.exists(record.model_path)
     finally:
@@ -58,13 +61,13 @@ def test_the_worker_is_replaced_once_its_memory_passes_the_limit(setup, monkeypa
     worker = w.Worker(opts)
     pids = []
     try:
-        worker.run(_job(0), PLAN, lambda e, a: None)
+        worker.run(_job(0), lambda e, a: None)
         pids.append(worker.process.pid)
         assert 100 < worker.rss_mib() < w.RSS_LIMIT_MIB  # a worker with TensorFlow loaded
-        worker.run(_job(1), PLAN, lambda e, a: None)
+        worker.run(_job(1), lambda e, a: None)
         pids.append(worker.process.pid)
         monkeypatch.setattr(w, "RSS_LIMIT_MIB", 50)  # every worker holds more than this
-        worker.run(_job(2), PLAN, lambda e, a: None)
+        worker.run(_job(2), lambda e, a: None)
         pids.append(worker.process.pid)
     finally:
         worker.close()
@@ -77,7 +80,7 @@ def test_the_workers_pruner_answer_stops_the_trial(setup):
     worker = w.Worker(opts)
     try:
         with pytest.raises(optuna.TrialPruned, match="too weak"):
-            worker.run(_job(0), PLAN, lambda e, a: "too weak")
+            worker.run(_job(0), lambda e, a: "too weak")
         assert worker.process.is_alive()  # a pruned trial keeps its worker
     finally:
         worker.close()
@@ -103,9 +106,9 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_the_search_goes_on(setup
         return first_epoch_kills
 
     monkeypatch.setattr(objective, "epoch_reporter", killing)
-    data = run_splits(ds, opts, PLAN).search
-    obj = Objective(ds, data, ["mlp"], PLAN, Budget.start(10**6), CostModel(1e-12, {"mlp": 1}),
-                    opts.artifacts / "models", 42, None, worker)  # fmt: skip
+    data = run_splits(ds, opts, None).search
+    obj = Objective(data, ["mlp"], PLAN, Budget.start(10**6), CostModel(1e-12, {"mlp": 1}),
+                    opts.artifacts / "models", 42, worker)  # fmt: skip
     study = optuna.create_study(direction="maximize")
     try:
         study.optimize(obj, n_trials=2, catch=(Exception,))
@@ -118,3 +121,40 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_the_search_goes_on(setup
     assert second.state == optuna.trial.TrialState.COMPLETE  # a new worker trained it
     assert second.user_attrs["epochs_run"] == second.params["epochs"]
     assert obj.failures == 0 and len(killed) == 1
+
+
+def test_a_signal_stops_a_fit_in_the_worker_with_its_checkpoint_saved(setup, tmp_path):
+    """The main process's first SIGTERM while the worker fits: the worker (which ignores the
+    signal itself) is asked to stop, finishes its batch, saves the fit's state and the main
+    process raises Interrupted naming it; a rerun of the same fit resumes there."""
+    import threading
+
+    from pipeline import artifacts, interrupt
+    from pipeline.records import TrialRecord
+    from pipeline.training import FitMetrics
+    from pipeline.tune.fit import FitJob
+
+    opts, ds = setup
+    metrics = FitMetrics(0.5, 1.0, 0.5, 1.0, 1, 1, 1.0, 100.0, 10, 10)
+    trial = TrialRecord(model="mlp", hp={}, settings=SETTINGS, metrics=metrics)
+    job = FitJob("final", 0, trial, None, time.monotonic() + 10**6, epochs=10**6, least=0)
+    worker = w.Worker(opts)
+    folder = job.folder(artifacts.tune_dir(opts.artifacts, ds.competition))
+
+    def signal_once_an_epoch_is_saved():
+        wait_for(lambda: (folder / "state.json").exists(), what="the fit's first checkpoint")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    interrupt.install()
+    try:
+        threading.Thread(target=signal_once_an_epoch_is_saved, daemon=True).start()
+        with pytest.raises(interrupt.Interrupted) as caught:
+            worker.run(job)
+    finally:
+        worker.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert caught.value.signum == signal.SIGTERM and caught.value.exit_code == 143
+    assert caught.value.saved == str(folder) and (folder / "state.json").exists()
+    assert interrupt.requested() is None  # passed on to the worker, not left waiting here
+    assert worker.process is None

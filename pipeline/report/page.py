@@ -208,7 +208,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 def _load_study(comp_dir: Path, storage: str | None, name: str, required: bool):
     """The study to report on: from ``storage``, else the competition's SQLite file (None when
     there is none and none was asked for)."""
-    from pipeline.tune.study import load_study, masked, storage_url
+    from pipeline.storage import load_study, masked, storage_url
 
     db = comp_dir / "optuna.db"
     if not storage and not db.is_file():

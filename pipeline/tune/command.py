@@ -12,7 +12,9 @@ import dataclasses
 from pipeline import artifacts, interrupt
 from pipeline.errors import PipelineError
 from pipeline.options import TuneOptions
+from pipeline.storage import masked, open_store
 from pipeline.tune import log
+from pipeline.tune import splits as run_rows
 from pipeline.tune.cost import Budget, MeasureTask
 from pipeline.tune.final import FinalPlan, final_stage, resume_plan
 from pipeline.tune.fit import CHECKPOINT
@@ -20,9 +22,7 @@ from pipeline.tune.objective import Objective
 from pipeline.tune.plan import FULL_EPOCHS, KFOLD, choose_models, final_epochs, make_plan
 from pipeline.tune.runner import open_runner
 from pipeline.tune.search import run_search
-from pipeline.tune.splits import run_splits
-from pipeline.tune.store import open_store
-from pipeline.tune.study import check_data, fingerprint, masked, open_study, study_rows
+from pipeline.tune.study import check_data, fingerprint, open_study, study_rows
 from pipeline.tune.trials import write_trials_table
 
 
@@ -95,7 +95,7 @@ def prepare_search(opts, ds, budget, measured: tuple, candidates, runner):
     budget = budget.with_reserve(plan.reserve)
     study, url = open_study(opts, ds.competition, plan.max_epochs)
     check_data(study, url, fingerprint(opts, ds.competition, plan.search_rows))
-    splits = run_splits(ds, opts, plan.search_rows)
+    splits = run_rows.run_splits(ds, opts, plan.search_rows)
     data, held = splits.search, splits.holdout
     models = choose_models(opts, plan, cost, (len(data[1]), len(data[3])), candidates,
                            (len(held[1]), len(held[3])))  # fmt: skip

@@ -22,7 +22,9 @@ import numpy as np
 
 from pipeline import artifacts
 from pipeline.records import FlipDecision, TuneResult, load_json, read_trial, save_json, to_dict
+from pipeline.storage import open_store
 from pipeline.tune import log
+from pipeline.tune import splits as run_rows
 from pipeline.tune.decide import Decisions, decide
 from pipeline.tune.fit import CHECKPOINT
 from pipeline.tune.kfold import by_kfold
@@ -34,8 +36,6 @@ from pipeline.tune.modes import (
     by_trials,
     idle_fit,
 )
-from pipeline.tune.splits import run_splits
-from pipeline.tune.store import open_store
 from pipeline.tune.trials import print_top, write_trials_table
 
 
@@ -53,7 +53,7 @@ def final_stage(opts, plan, ds, study, budget, runner) -> Path:
     search_seconds = budget.elapsed()
     tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
     frame = write_trials_table(study, tune_dir)
-    splits = run_splits(ds, opts, plan.search_rows)
+    splits = run_rows.run_splits(ds, opts, plan.search_rows)
     ctx = FinalContext(opts, plan, ds, splits, budget, tune_dir, study, runner,
                        open_store(opts.artifact_store))  # fmt: skip
     saved = resume_plan(tune_dir / CHECKPOINT)

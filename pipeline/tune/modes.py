@@ -90,7 +90,7 @@ def uploaded(ctx: FinalContext, record: FinalFitRecord) -> FinalFitRecord:
     finds them), where there is one."""
     if ctx.store is None:
         return record
-    from pipeline.tune.store import upload
+    from pipeline.storage import upload
 
     model = Path(record.model_path)
     history = ctx.tune_dir / f"{model.name.removesuffix(model.suffix)}_history.csv"

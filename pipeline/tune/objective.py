@@ -209,7 +209,7 @@ def keep(number: int, model, history, data: Split, models_dir: Path) -> Path:
 def upload_kept(store, trial, record: TrialRecord) -> TrialRecord:
     """The record with the kept files uploaded to the artifact store: their ids instead of the
     local path."""
-    from pipeline.tune.store import upload
+    from pipeline.storage import upload
 
     path = Path(record.model_path)
     return dataclasses.replace(

@@ -36,7 +36,7 @@ from typing import Any
 
 from pipeline import artifacts, interrupt
 from pipeline.options import TuneOptions
-from pipeline.tune.splits import RunSplits, run_splits
+from pipeline.tune import splits as run_rows
 
 TASKS_PER_WORKER = 8
 # ... or sooner, once its resident memory passes this. In the 3600 s default run (2 cores) a
@@ -55,11 +55,11 @@ class Env:
         self.opts, self.ds = opts, ds
         self.tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
         self.models_dir = self.tune_dir / "models"
-        self._splits: dict[int | None, RunSplits] = {}
+        self._splits: dict[int | None, run_rows.RunSplits] = {}
 
-    def splits(self, search_rows: int | None) -> RunSplits:
+    def splits(self, search_rows: int | None) -> run_rows.RunSplits:
         if search_rows not in self._splits:
-            self._splits = {search_rows: run_splits(self.ds, self.opts, search_rows)}
+            self._splits = {search_rows: run_rows.run_splits(self.ds, self.opts, search_rows)}
         return self._splits[search_rows]
 
 

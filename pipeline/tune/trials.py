@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import storage as st
 from pipeline.fsutil import atomic_write_text
 from pipeline.models import trial_file
 from pipeline.records import read_trial
-from pipeline.tune import store as st
 
 # The search earns its share or gives it up. With a final fit, a trial's slice score must beat
 # the warm start's by more than MARGIN for its configuration to replace the warm start in the
