@@ -47,28 +47,30 @@ def trials(n: int, rows: int, epochs: int, isolate: str) -> None:
     from pipeline.data import load
     from pipeline.options import TuneOptions
     from pipeline.search_space import DEFAULT_MODELS
-    from pipeline.tune.budget import Budget, TunePlan, cost_model
+    from pipeline.storage import create_or_load_study
+    from pipeline.tune.cost import Budget, cost_model
     from pipeline.tune.objective import Objective
+    from pipeline.tune.plan import TunePlan
+    from pipeline.tune.runner import InProcess, Worker
     from pipeline.tune.splits import run_splits
-    from pipeline.tune.study import create_or_load_study, make_pruner, make_sampler
-    from pipeline.tune.worker import Worker
+    from pipeline.tune.study import make_pruner, make_sampler
 
     device.quiet()
     device.configure_runtime()
     work = Path(tempfile.mkdtemp(prefix="mem-"))
     opts = TuneOptions(data=ROOT / "input" / "fashion-mnist", artifacts=work, limit=rows,
                        pruner="none", max_epochs=epochs)  # fmt: skip
-    plan = TunePlan("CPU", 1e6, None, False, epochs, 0.0, 3)
+    plan = TunePlan(1e6, None, "trials", epochs, 0.0, 3)
     ds = load(opts)
-    data = run_splits(ds, opts, plan).search
+    data = run_splits(ds, opts, None).search
     models = [m for m in DEFAULT_MODELS if m not in ("alexnet", "vgg16")]
     cost = cost_model(ds, models, work / "cost.json")
     url = f"sqlite:///{work / 'optuna.db'}"
     study = create_or_load_study(url, "memory", make_sampler(42), make_pruner("none", epochs))
     worker = Worker(opts) if isolate == "process" else None
     models_dir = artifacts.tune_dir(work, ds.competition) / "models"
-    objective = Objective(ds, data, models, plan, Budget.start(10**6), cost, models_dir, 42,
-                          None, worker)  # fmt: skip
+    objective = Objective(data, models, plan, Budget.start(10**6), cost, models_dir, 42,
+                          worker or InProcess(opts, ds))  # fmt: skip
     print(f"start: RSS {rss_mib():.0f} MiB (data, runtime and cost model loaded); trials "
           f"{'in a worker process' if worker else 'in this process'}", flush=True)  # fmt: skip
     seen: dict[int, float] = {}
@@ -81,7 +83,7 @@ def trials(n: int, rows: int, epochs: int, isolate: str) -> None:
         extra = ""
         if worker is not None and worker.process is not None:
             child[k] = rss_mib(worker.process.pid)
-            extra = f", worker {child[k]:5.0f} MiB (trial {worker.trials} of its batch)"
+            extra = f", worker {child[k]:5.0f} MiB (task {worker.tasks} of its batch)"
         model = trial.params.get("model")
         print(f"trial {k:>3} {model:<12} {trial.state.name:<8} RSS {seen[k]:5.0f} MiB{extra}",
               flush=True)  # fmt: skip

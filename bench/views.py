@@ -1,13 +1,10 @@
 """Benchmark: which test-time views pay, measured on the final models that runs left behind.
 
-For each run folder of bench/ablate.py (``ablate-STAMP-TAG-VARIANT-SEED``), the
-final fit's measured model (``final.keras``, and each further member ``final-m1.keras``... of
-``--final-members``) is scored under each set of views on its run's
-holdout (which it never trained on) and on the sealed rows; the stretched model
-(``final-stretched.keras``, where a last stretch ran) and a member trained on every labelled row
-(PIPELINE_MEMBER_ROWS=all) on the sealed rows only (the holdout trained them). Views: plain,
-mirror, one-pixel shifts, shifts with the mirror. One row per run and model,
-then the mean gain of each view set over plain, with its min-max over runs.
+For each run folder of bench/ablate.py (``ablate-STAMP-TAG-VARIANT-SEED``), the final fit's
+model (``final.keras``) is scored under each set of views on its run's holdout (which it never
+trained on) and on the sealed rows. Views: plain, mirror, one-pixel shifts, shifts with the
+mirror. One row per run, then the mean gain of each view set over plain, with its min-max over
+runs.
 
     .venv/bin/python bench/views.py bench/results/ablate-STAMP-*
 """
@@ -58,21 +55,6 @@ def scores(model_path: Path, sets, x_ho, y_ho, x_te, y_te) -> dict:
     return out
 
 
-def trained_on_holdout(tune: Path) -> set[str]:
-    """Model files of the run that trained on its holdout (scored on the sealed rows only):
-    the stretched model, and members of PIPELINE_MEMBER_ROWS=all (more rows than the first)."""
-    import json
-
-    out = {"final-stretched.keras"}
-    best = tune / "best.json"
-    final = (json.loads(best.read_text()).get("final_fit") or {}) if best.exists() else {}
-    rows = final.get("member_train_rows") or []
-    for path, n in zip(final.get("member_model_paths") or [], rows, strict=False):
-        if n > rows[0]:
-            out.add(Path(path).name)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -80,18 +62,14 @@ def main() -> None:
     rows = []
     for run in args.runs:
         tune, ds, split, truth = run_data(run)
-        members = sorted(p.name for p in (tune / "models").glob("final-m*.keras"))
-        seen_holdout = trained_on_holdout(tune)
-        for name in ("final.keras", *members, "final-stretched.keras"):
-            path = tune / "models" / name
-            if not path.exists():
-                continue
-            held = (split[2], split[3]) if name not in seen_holdout else (None, None)
-            s = scores(path, SETS, *held, ds.x_test, truth)
-            rows.append((run.name, name, s))
-            print(run.name, name, {f"{k[0]}/{k[1]}": round(v, 4) for k, v in s.items()},
-                  flush=True)  # fmt: skip
-    for model in ("final.keras", "final-stretched.keras"):
+        path = tune / "models" / "final.keras"
+        if not path.exists():
+            continue
+        s = scores(path, SETS, split[2], split[3], ds.x_test, truth)
+        rows.append((run.name, path.name, s))
+        print(run.name, path.name, {f"{k[0]}/{k[1]}": round(v, 4) for k, v in s.items()},
+              flush=True)  # fmt: skip
+    for model in ("final.keras",):
         for part in ("holdout", "sealed"):
             got = [s for _, m, s in rows if m == model and ("plain", part) in s]
             if not got:
