@@ -396,7 +396,7 @@ def test_the_final_fit_plans_its_epochs_from_its_measured_pace(demo_small, tmp_p
     args = ["tune", "--data", str(demo_small), "--artifacts", str(tmp_path / "art"),
             "--submissions", str(tmp_path / "subs"), "--models", "lenet5_wide,cnn1",
             "--limit", "2000", "--search-rows", "480", "--final", "fit", "--timeout", "600",
-            "--final-max-epochs", "3", "--max-epochs", "1", "--pruner", "none",
+            "--trials", "1", "--final-max-epochs", "3", "--max-epochs", "1", "--pruner", "none",
             "--no-report"]  # fmt: skip
     assert cli.main(args) == 0
     tune = tmp_path / "art" / "fashion-mnist" / "tune"

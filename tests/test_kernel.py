@@ -110,9 +110,10 @@ def test_script_runs_as_a_kernel_offline(fake, tmp_path):
         timeout=600,
     )
     os.chmod(comp, 0o755)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, said
     sub = kaggle / "working" / "submission.csv"
-    assert sub.is_file()
+    assert sub.is_file(), said
     from pipeline.data import load_competition
     from pipeline.submission import read_submission, validate_submission
 

@@ -18,6 +18,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -42,6 +43,8 @@ PLAIN = ((0, 0, False),)  # the test-time views: (dy, dx, mirrored); the identit
 @dataclass(frozen=True)
 class FitJob:
     """One fit of the final stage (a runner's task)."""
+
+    trains: ClassVar[bool] = True  # counts toward the worker's replacement
 
     name: str  # its files: models/<name>.keras, <name>_history.csv, final-checkpoint/<name>/
     trial_number: int

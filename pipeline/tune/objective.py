@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,6 +38,8 @@ Report = Callable[[int, float], "str | None"]
 @dataclass(frozen=True)
 class Job:
     """One trial's training, as the search decided it: a task for the runner."""
+
+    trains: ClassVar[bool] = True  # counts toward the worker's replacement
 
     number: int
     model: str

@@ -7,9 +7,9 @@ ended with ``keras.backend.clear_session()`` and ``gc.collect()``): RSS 1,511 Mi
 2,766 MiB after trial 30, +83%: TensorFlow keeps much of what finished fits allocated; a final
 stage of 5 folds in the main process reached 2.8-3.2 GiB. The worker (spawned, so its TensorFlow
 starts clean) runs every task instead (measuring the machine, each trial, each fit of the final
-stage, each prediction) and is replaced every :data:`TASKS_PER_WORKER` tasks or once its memory
-passes :data:`RSS_LIMIT_MIB` (its start-up, ~5 s, is paid then). The main process runs Optuna
-and the decisions and never imports TensorFlow.
+stage, each prediction) and is replaced every :data:`TASKS_PER_WORKER` tasks that train or once
+its memory passes :data:`RSS_LIMIT_MIB` (its start-up, ~5 s, is paid then). The main process
+runs Optuna and the decisions and never imports TensorFlow.
 
 A task is a picklable record with ``run(env, report)``: ``env`` (:class:`Env`) holds what the
 worker loaded once (the options, the dataset, the run's splits); ``report`` sends a trial's
@@ -113,7 +113,7 @@ class Worker:
         if self.tasks >= TASKS_PER_WORKER or self.rss_mib() > RSS_LIMIT_MIB:
             self.close()  # a fresh one starts for this task
         out = self._request(task, report)
-        self.tasks += 1
+        self.tasks += bool(getattr(task, "trains", False))  # measuring or predicting: no
         if out.state == "done":
             return out.value
         if out.state == "interrupted":
