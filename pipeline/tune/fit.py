@@ -61,6 +61,7 @@ class FitJob:
     warmup: float = 1.0  # epochs of learning-rate warmup
     seed: int = 42
     progress: bool = True  # a line per epoch
+    progress_rows: int | None = None  # scored rows behind each epoch's line (PROGRESS_ROWS)
 
     def folder(self, tune_dir: Path) -> Path:
         return Path(tune_dir) / CHECKPOINT / self.name
@@ -115,7 +116,7 @@ def fit_network(job: FitJob, env, data) -> FitOutput | None:
     ips = float(job.trial.metrics.train_images_per_second if job.trial.metrics else 0)
     if ips <= 0 or job.trial.settings is None:
         return None
-    n_progress = min(len(data[3]), PROGRESS_ROWS)
+    n_progress = min(len(data[3]), job.progress_rows or PROGRESS_ROWS)
     per_image = [forward_seconds(job, data[2], FORWARD_SHARE / ips)]
     n_predicted = len(job.views) * (len(data[3]) + len(env.ds.x_test))
     epoch_s = epoch_seconds(1 / ips, len(data[1]), n_progress)
@@ -176,7 +177,7 @@ def train_network(job: FitJob, env, data, planned: tuple[int, float], deadline, 
 
     epochs, epoch_s = planned
     trial, folder = job.trial, job.folder(env.tune_dir)
-    n_progress = min(len(data[3]), PROGRESS_ROWS)
+    n_progress = min(len(data[3]), job.progress_rows or PROGRESS_ROWS)
     resumed_plan = (read_checkpoint(folder) or {}).get("planned_epochs")
     settings = trial.settings.replace(
         epochs=job.epochs or resumed_plan or job.max_epochs or 10_000, schedule="cosine",
@@ -226,7 +227,7 @@ def score_and_predict(job: FitJob, env, model, fitted, data) -> FitOutput:
         holdout_rows=len(data[3]), holdout_accuracy_plain=accuracy[0],
         holdout_accuracy_tta=accuracy[1], holdout_accuracy=accuracy[1],
         tta=any(v[:2] != (0, 0) for v in job.views), model_path=str(path), settings=settings,
-        flip=any(v[2] for v in job.views), progress_rows=min(len(data[3]), PROGRESS_ROWS),
+        flip=any(v[2] for v in job.views), progress_rows=min(len(data[3]), job.progress_rows or PROGRESS_ROWS),
         started_from=str(job.init) if started else None,
         images_per_second=m.train_images_per_second,
         last_learning_rate=(result.history.get("learning_rate") or [None])[-1],

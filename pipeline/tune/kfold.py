@@ -229,7 +229,8 @@ def train_one_fold(ctx: FinalContext, chosen: tuple, fold: tuple[int, int], epoc
     """(epochs its networks ran, the members' probabilities of the left-out rows, the test
     probabilities averaged over the members) of fold ``fold`` = (k, i); each member a
     :class:`~pipeline.tune.fit.FitJob` from scratch, classical fits first (the networks' fits
-    stop by ``end``)."""
+    stop by ``end``); each epoch reports on as many left-out rows as a trial validates, so an
+    epoch costs what the trial's did."""
     members, records = chosen[:2]
     order = sorted(range(len(records)), key=lambda j: not is_classical(records[j]))
     ran, held, test = 1, [None] * len(records), 0.0
@@ -239,7 +240,8 @@ def train_one_fold(ctx: FinalContext, chosen: tuple, fold: tuple[int, int], epoc
                      fold=fold, mirror=chosen[2] and not is_classical(r), views=which[j],
                      epochs=epochs, least=0,
                      warmup=min(1.0, r.settings.warmup_epochs or 0.0),
-                     seed=ctx.opts.seed + fold[1], progress=False)  # fmt: skip
+                     seed=ctx.opts.seed + fold[1], progress=False,
+                     progress_rows=len(ctx.splits.search[3]))  # fmt: skip
         out = ctx.runner.run(job)
         ran = ran if is_classical(r) else out.record.epochs_run
         held[j] = out.scored
