@@ -108,6 +108,11 @@ def fit_rows(env, search_rows: int | None, fold: tuple[int, int] | None):
     return x[tr], y[tr], x[va], y[va]
 
 
+def shown_rows(job: FitJob, data) -> int:
+    """Scored rows behind each epoch's progress line."""
+    return min(len(data[3]), job.progress_rows or PROGRESS_ROWS)
+
+
 def fit_network(job: FitJob, env, data) -> FitOutput | None:
     """Plan the epochs (a fold's, or as many as the deadline holds at the trial's pace), train,
     score and predict; None when fewer than ``job.least`` epochs fit."""
@@ -116,7 +121,7 @@ def fit_network(job: FitJob, env, data) -> FitOutput | None:
     ips = float(job.trial.metrics.train_images_per_second if job.trial.metrics else 0)
     if ips <= 0 or job.trial.settings is None:
         return None
-    n_progress = min(len(data[3]), job.progress_rows or PROGRESS_ROWS)
+    n_progress = shown_rows(job, data)
     per_image = [forward_seconds(job, data[2], FORWARD_SHARE / ips)]
     n_predicted = len(job.views) * (len(data[3]) + len(env.ds.x_test))
     epoch_s = epoch_seconds(1 / ips, len(data[1]), n_progress)
@@ -177,7 +182,7 @@ def train_network(job: FitJob, env, data, planned: tuple[int, float], deadline, 
 
     epochs, epoch_s = planned
     trial, folder = job.trial, job.folder(env.tune_dir)
-    n_progress = min(len(data[3]), job.progress_rows or PROGRESS_ROWS)
+    n_progress = shown_rows(job, data)
     resumed_plan = (read_checkpoint(folder) or {}).get("planned_epochs")
     settings = trial.settings.replace(
         epochs=job.epochs or resumed_plan or job.max_epochs or 10_000, schedule="cosine",
@@ -227,7 +232,7 @@ def score_and_predict(job: FitJob, env, model, fitted, data) -> FitOutput:
         holdout_rows=len(data[3]), holdout_accuracy_plain=accuracy[0],
         holdout_accuracy_tta=accuracy[1], holdout_accuracy=accuracy[1],
         tta=any(v[:2] != (0, 0) for v in job.views), model_path=str(path), settings=settings,
-        flip=any(v[2] for v in job.views), progress_rows=min(len(data[3]), job.progress_rows or PROGRESS_ROWS),
+        flip=any(v[2] for v in job.views), progress_rows=shown_rows(job, data),
         started_from=str(job.init) if started else None,
         images_per_second=m.train_images_per_second,
         last_learning_rate=(result.history.get("learning_rate") or [None])[-1],
