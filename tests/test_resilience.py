@@ -82,6 +82,7 @@ def test_killed_folds_resume_and_the_finished_ones_are_not_trained_again(demo_sm
     args = _args(demo_small, tmp_path, *FINAL)
     args[args.index("fit")] = "folds"
     args[args.index("--final-max-epochs") + 1] = "2"
+    args[args.index("--limit") + 1] = "1000"
     proc = _spawn(args)
     seen = _wait_for(proc, r"final: fold 2/\d+: ")
     proc.send_signal(signal.SIGKILL)
@@ -97,7 +98,7 @@ def test_killed_folds_resume_and_the_finished_ones_are_not_trained_again(demo_sm
     assert "going straight to it" in out and "tune: trial" not in out
     for name in done:
         assert f"final: {name} finished before" in out, out[-3000:]
-    k = int(re.search(r"on (\d) folds of all 2000 labelled rows", out).group(1))
+    k = int(re.search(r"on (\d) folds of all 1000 labelled rows", out).group(1))
     assert f"final: fold {k}/{k}:" in out
     _valid_submission(tmp_path, out, demo_small)
     assert not checkpoint.exists()

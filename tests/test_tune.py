@@ -521,7 +521,7 @@ def test_a_classical_entry_trains_saves_predicts_and_joins_an_ensemble(
 
     # k-fold: the folds train the chosen ensemble, networks and the classical member, each fold
     # averaging them; the estimate is the average's out-of-fold accuracy
-    monkeypatch.setattr(plan, "KFOLD", 3)
+    monkeypatch.setattr(plan, "KFOLD", 2)  # the fewest folds: 6 fits of 3 members
     args = _args(demo_small, tmp_path, "--final-only", "--ensemble", "3", "--final", "folds",
                  "--final-max-epochs", "1")  # fmt: skip
     args[args.index("lenet5_wide,cnn1")] = "logreg,cnn1"

@@ -110,7 +110,8 @@ def prepare_search(opts, ds, budget, measured: tuple, candidates, runner):
         epochs = final_epochs(plan, cost, plan.warm_start, len(held[1]), len(held[3]),
                               len(ds.x_test))  # fmt: skip
         then = (f"; then {plan.reserve:.0f} s to train the best on all {len(held[0])} "
-                f"(~{epochs} epochs of {plan.warm_start} at the measured cost)")  # fmt: skip
+                f"(~{epochs} epochs of {plan.warm_start} by the cost model; the fit re-plans at "
+                "its trial's pace)")  # fmt: skip
     elif plan.kfold and not opts.search_only:
         then = f"; then {plan.reserve:.0f} s for {plan.kfold} folds of every labelled row"
     log(
