@@ -282,6 +282,7 @@ def test_folds_that_could_not_train_their_epochs_are_left_out(monkeypatch, capsy
     ctx = SimpleNamespace(
         opts=TuneOptions(), budget=SimpleNamespace(deadline=1e12),
         ds=SimpleNamespace(num_classes=3, x_test=np.zeros((5, 4, 4, 1))),
+        runner=SimpleNamespace(ready=lambda: None),
     )  # fmt: skip
     first = np.tile([0.1, 0.7, 0.2], (5, 1))
     folds = [(np.arange(10, 30), np.arange(0, 10)), (np.arange(0, 20), np.arange(20, 30)),
@@ -306,3 +307,33 @@ def test_folds_that_could_not_train_their_epochs_are_left_out(monkeypatch, capsy
     _, test, (epochs, left_out) = kfold.run_folds(ctx, chosen, y, 3, 3, [((0, 0, False),)])
     assert epochs == [3, 3, 3] and len(left_out) == 3
     np.testing.assert_allclose(test, (first + 2 * np.tile([1.0, 0, 0], (5, 1))) / 3)
+
+
+def test_a_workers_start_up_is_not_counted_in_the_folds_pace(monkeypatch):
+    """A fold's epoch takes 1 s; the worker is replaced (100 s to start) before the first
+    fold. The pace after it is 1 s an epoch, not 6: all three folds train their 20 epochs."""
+    clock, started = [0.0], []
+    monkeypatch.setattr(kfold.time, "monotonic", lambda: clock[0])
+
+    def ready():  # the worker starts on its first task, or here
+        if not started:
+            clock[0] += 100.0
+            started.append(True)
+
+    def one_fold(ctx, chosen, fold, epochs, which, end):
+        ready()
+        clock[0] += epochs  # 1 s an epoch
+        return epochs, np.zeros((1, 10, 3)), np.zeros((5, 3))
+
+    folds = [(None, np.arange(i * 10, i * 10 + 10)) for i in range(3)]
+    monkeypatch.setattr(kfold, "train_one_fold", one_fold)
+    monkeypatch.setattr(kfold, "fold_rows", lambda y, k, seed: folds)
+    m = FitMetrics(0.9, 0.3, 0.9, 0.3, 20, 20, 20.0, 20.0, 100, 100)
+    ctx = SimpleNamespace(
+        opts=TuneOptions(), runner=SimpleNamespace(ready=ready),
+        budget=SimpleNamespace(deadline=100 + 3 * 20 + kfold.PREDICT_MARGIN_S),
+        ds=SimpleNamespace(num_classes=3, x_test=np.zeros((5, 4, 4, 1))),
+    )  # fmt: skip
+    chosen = ([None], [TrialRecord(model="resnet9s", metrics=m)], False)
+    _, _, (epochs, left_out) = kfold.run_folds(ctx, chosen, np.arange(30) % 3, 3, 20, [()])
+    assert epochs == [20, 20, 20] and len(left_out) == 3

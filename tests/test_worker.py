@@ -46,13 +46,17 @@ def test_the_worker_trains_reports_each_epoch_and_is_replaced_after_n_trials(set
     reports, pids = [], []
     try:
         for n in range(3):
+            if n == 2:  # due for replacement: ready() replaces it now and answers once loaded
+                worker.ready()
+                pids.append(worker.process.pid)
+                assert worker.tasks == 0
             record = worker.run(_job(n), lambda e, a, n=n: reports.append((n, e)) or None)
             pids.append(worker.process.pid)
             assert record.metrics.epochs_run == 2 and os.path.exists(record.model_path)
     finally:
         worker.close()
     assert reports == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]  # every epoch, in order
-    assert pids[0] == pids[1] != pids[2]  # a fresh worker for the third trial
+    assert pids[0] == pids[1] != pids[2] == pids[3]  # a fresh worker for the third trial
     assert worker.process is None
 
 

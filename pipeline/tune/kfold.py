@@ -202,19 +202,20 @@ def run_folds(ctx: FinalContext, chosen: tuple, y, k: int, epochs: int, which: l
     test = np.zeros((len(ctx.ds.x_test), ctx.ds.num_classes))
     epochs_ran, left_out = [], []
     cap, least = ctx.opts.final_max_epochs or MAX_EPOCHS, least_epochs(ctx, records)
-    end = ctx.budget.deadline - PREDICT_MARGIN_S
-    t0 = time.monotonic()
+    end, spent = ctx.budget.deadline - PREDICT_MARGIN_S, 0.0
     for i, (_, va) in enumerate(fold_rows(y, k, ctx.opts.seed)):
+        ctx.runner.ready()  # a worker's start-up is not the folds' pace
         if i:
-            epochs = replanned(time.monotonic() - t0, sum(epochs_ran), end - time.monotonic(),
-                               k - i, cap)  # fmt: skip
+            epochs = replanned(spent, sum(epochs_ran), end - time.monotonic(), k - i, cap)
             if epochs < least:
                 log(f"final: folds {i + 1}-{k} left out: at the pace measured they could "
                     f"train {epochs} epochs each, fewer than {least}; the submission averages "
                     f"the {i} fold{'s' if i > 1 else ''} run, the estimate rests on "
                     "their left-out rows")  # fmt: skip
                 break
+        t0 = time.monotonic()
         ran, held, probs = train_one_fold(ctx, chosen, (k, i), epochs, which, end)
+        spent += time.monotonic() - t0
         oof[:, va] = held
         test += probs
         epochs_ran.append(ran)
