@@ -134,8 +134,9 @@ class Worker:
     def ready(self) -> None:
         """Replace the worker now if it is due, and return once it has loaded: a stage that
         plans by its own measured pace (the folds) then does not time a start-up. On digits8
-        at 300 s (1,437 rows of 8x8, an epoch ~1 s) a replacement inside the first fold
-        tripled its pace, and 2 of its 3 folds were left out with 90 s unused."""
+        at 300 s (1,437 rows of 8x8, an epoch ~1 s) the worker was replaced ~176 s in, as the
+        folds began; 2 of 3 folds were left out and 90 s went unused. Readied before each fold:
+        5 folds of 29-43 epochs, 291 s of 300 (bench/README.md)."""
         self.run(Ready())
 
     def rss_mib(self) -> float:
