@@ -234,9 +234,10 @@ def test_fewer_folds_when_five_cannot_each_train_their_epochs():
 
 def test_the_folds_train_the_ensembles_networks_that_fit_the_time_left():
     """The suite's rgb32 at 900 s: the validation rows chose cnn5 (30 s an epoch of its trial's
-    5,120 rows) with resnet9s (8.4 s). Both train on 3 folds of cnn5's 9 trial epochs or more
-    when ~1,200 s are left; with ~900 s the folds leave resnet9s out; with ~400 s not even
-    cnn5's 3 folds fit (a final fit takes the time)."""
+    5,120 rows) with resnet9s (8.4 s). With ``--final folds`` both train on 3 folds of cnn5's 9
+    trial epochs or more when ~1,200 s are left; with ~900 s the folds leave resnet9s out; with
+    ~400 s not even cnn5's 3 folds fit (a final fit takes the time). Where the plan chose the
+    folds, each must hold twice the trial's epochs: ~1,200 s no longer hold any."""
 
     def trial(number, model, epochs, seconds):
         m = FitMetrics(0.86, 0.4, 0.9, 0.3, epochs, epochs, seconds, 100.0, 1000, 1000)
@@ -247,9 +248,10 @@ def test_the_folds_train_the_ensembles_networks_that_fit_the_time_left():
     trials = [trial(2, "cnn5", 9, 270.0), trial(0, "resnet9s", 15, 126.0)]
     y = np.arange(8000) % 10
 
-    def members(seconds):
+    def members(seconds, final="folds"):
         budget = SimpleNamespace(left=lambda: seconds + kfold.PREDICT_MARGIN_S)
-        ctx = SimpleNamespace(opts=TuneOptions(), budget=budget, ds=SimpleNamespace(x_test=[]),
+        ctx = SimpleNamespace(opts=TuneOptions(final=final), budget=budget,
+                              ds=SimpleNamespace(x_test=[]),
                               splits=SimpleNamespace(search=(None, np.zeros(5120))))  # fmt: skip
         kept, _, folds, epochs = kfold.fold_members(ctx, trials, y, 5)
         return [t.number for t in kept], folds, epochs
@@ -258,6 +260,11 @@ def test_the_folds_train_the_ensembles_networks_that_fit_the_time_left():
     assert members(900.0)[:2] == ([2], 3)
     assert members(800.0)[1] == 0  # 3 folds of 9 epochs: ~844 s
     assert members(400.0)[1] == 0
+    assert kfold.FOLD_EPOCHS_OVER_TRIAL == 2
+    assert members(1200.0, "auto")[1] == 0  # 3 folds of 18 epochs: ~2,200 s
+    kept, folds, epochs = members(2400.0, "auto")
+    assert (kept, folds) == ([2, 0], 3) and epochs >= 18
+    assert members(1900.0, "auto")[:2] == ([2], 3)  # cnn5's 18 epochs alone: ~1,700 s
 
 
 def test_the_folds_epochs_are_replanned_up_and_down_from_the_measured_pace():
