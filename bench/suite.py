@@ -10,7 +10,11 @@ of the rows). SVC fits at most SVC_MAX_ROWS rows (the first ones: the files are 
 One table at the end; every row also goes to bench/results/suite-<stamp>.json.
 
     .venv/bin/python bench/suite.py [--only demo,digits8] [--timeout S] [--small-timeout S]
-        [--no-baselines] [-- extra tune args]
+        [--commits A,B] [--no-baselines] [-- extra tune args]
+
+``--commits A,B``: each competition is run by each commit in turn (paired, one after the other,
+so the machine's drift falls on both); every row names its commit, and the sealed score carries
+its 95% interval (Wilson's, over the sealed rows).
 
 The competitions (bench/results/suite-data/, written once):
 - demo:        the demo's 60,000 rows less 10,000 sealed (28x28, 0-255, 10 classes)
@@ -264,10 +268,20 @@ def baselines(comp: Path, checkout: Path, work: Path) -> dict:
 NAMES = ("demo", "digits8", "digits28", "fer48", "rgb32", "five", "float01", "imbalanced")
 
 
+def sealed_text(r: dict) -> str:
+    """The sealed score with its 95% interval over the sealed rows."""
+    if r.get("sealed") is None:
+        return "-"
+    from pipeline.records import Estimate
+
+    e = Estimate.of(r["sealed"], r["sealed_rows"], "sealed")
+    return f"{r['sealed']:.4f} ({e.low:.3f}-{e.high:.3f})"
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| competition | rows | budget s | pipeline sealed | estimate (95%) | test score "
-            "95% | s | tree MiB | logreg | SVC | ref CNN |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    head = ("| competition | commit | rows | budget s | pipeline sealed (95%) | estimate (95%) | "
+            "test score 95% | s | tree MiB | logreg | SVC | ref CNN |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     lines = [head]
     for r in rows:
         est = (f"{r['estimate']:.4f} ({r['low']:.3f}-{r['high']:.3f}, {r['rows']} {r['scored_on']})"
@@ -275,7 +289,8 @@ def table(rows: list[dict]) -> str:
         test = (f"{r['test_low']:.3f}-{r['test_high']:.3f}" if r.get("test_low") is not None
                 else "-")  # fmt: skip
         lines.append(
-            f"| {r['competition']} | {r['labelled']} | {r['budget']} | {r.get('sealed', '-')} | "
+            f"| {r['competition']} | {r['commit']} | {r['labelled']} | {r['budget']} | "
+            f"{sealed_text(r)} | "
             f"{est} | {test} | {r.get('seconds')} | {r.get('tree_mib')} | {r.get('logreg', '-')} | "
             f"{r.get('svc', '-')} | {r.get('cnn', '-')} |"
         )
@@ -289,24 +304,29 @@ def main() -> None:
     ap.add_argument("--small-timeout", type=int, default=300)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--commits", default="", help="commits run side by side (default: HEAD)")
     ap.add_argument("extra", nargs="*", help="extra tune arguments (after --)")
     a = ap.parse_args()
-    stamp, commit = time.strftime("%Y%m%dT%H%M%S"), head()
-    checkout = worktree(commit)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    commits = a.commits.split(",") if a.commits else [head()]
     rows = []
     for name in a.only.split(","):
         comp = prepared(name, a.seed)
         labelled = len(pd.read_csv(next(comp.glob("train.csv*")), usecols=[0]))
+        sealed_rows = len(pd.read_csv(comp.parent / "labels.csv", usecols=[0]))
         budget = a.small_timeout if labelled < SMALL_ROWS else a.timeout
-        work = OUT / f"suite-{stamp}" / name
-        work.mkdir(parents=True, exist_ok=True)
-        r = {"competition": name, "labelled": labelled, "budget": budget, "commit": commit}
-        r.update(run_pipeline(checkout, comp, budget, work, a.extra))
-        if not a.no_baselines:
-            r.update(baselines(comp, checkout, work))
-        rows.append(r)
-        print(json.dumps(r), flush=True)
-        (OUT / f"suite-{stamp}.json").write_text(json.dumps(rows, indent=2))
+        for commit in commits:
+            checkout = worktree(commit)
+            work = OUT / f"suite-{stamp}" / (name if len(commits) == 1 else f"{name}-{commit}")
+            work.mkdir(parents=True, exist_ok=True)
+            r = {"competition": name, "labelled": labelled, "budget": budget, "commit": commit,
+                 "sealed_rows": sealed_rows, "started": time.strftime("%H:%M:%S")}  # fmt: skip
+            r.update(run_pipeline(checkout, comp, budget, work, a.extra))
+            if not a.no_baselines and commit == commits[0]:
+                r.update(baselines(comp, checkout, work))
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            (OUT / f"suite-{stamp}.json").write_text(json.dumps(rows, indent=2))
     print()
     print(table(rows))
 
