@@ -243,7 +243,9 @@ def sealed_score(submission: Path, labels: Path) -> float:
     return float((merged[label].astype(str) == merged[f"{label}_true"].astype(str)).mean())
 
 
-def run_pipeline(checkout: Path, comp: Path, budget: int, work: Path, extra) -> dict:
+def run_pipeline(checkout: Path, comp: Path, budget: int, work: Path, extra,
+                 labels: Path | None = None) -> dict:  # fmt: skip
+    """The default ``tune`` on ``comp``, scored on ``labels`` (default: labels.csv beside it)."""
     cmd = [str(checkout / "run.sh"), "tune", "--data", str(comp), "--artifacts",
            str(work / "artifacts"), "--submissions", str(work / "subs"), "--timeout", str(budget),
            "--no-report", *extra]  # fmt: skip
@@ -259,7 +261,7 @@ def run_pipeline(checkout: Path, comp: Path, budget: int, work: Path, extra) -> 
            "peak_at_s": peak[0], "largest_mib": peak[3] // 1024}  # fmt: skip
     subs = sorted((work / "subs").glob("*.csv"))
     if subs:
-        out["sealed"] = round(sealed_score(subs[-1], comp.parent / "labels.csv"), 4)
+        out["sealed"] = round(sealed_score(subs[-1], labels or comp.parent / "labels.csv"), 4)
     best = next((work / "artifacts").glob("*/tune/best.json"), None)
     if best:
         b = json.loads(best.read_text())

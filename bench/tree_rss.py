@@ -55,14 +55,18 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def sample_tree(cmd: list[str], every: float = 1.0, **popen):
+def sample_tree(cmd: list[str], every: float = 1.0, watchdog=None, **popen):
     """Run ``cmd`` (``popen``: subprocess.Popen's keywords), sampling its tree every ``every``
     seconds: (exit code, wall seconds, samples (seconds, tree KiB, processes, largest KiB),
-    peak KiB by pid, high-water mark KiB by pid)."""
+    peak KiB by pid, high-water mark KiB by pid). ``watchdog(proc)``, called at each sample,
+    may end the tree (bench/peers.py kills a peer past its deadline)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, **popen)
     samples, peak_each, hwm = [], {}, {}
     while proc.poll() is None:
+        if watchdog is not None and watchdog(proc):
+            proc.wait()
+            break
         pids = descendants(proc.pid)
         rss = {p: status(p) for p in pids}
         rss = {p: s for p, s in rss.items() if s}
