@@ -101,24 +101,47 @@ def lookahead(total_steps: int, every: int = 5, bn_momentum: float = 0.6):
     return [Lookahead()]
 
 
+def bn_bias_rate(total_steps: int, multiple: float = 64.0):
+    """Airbench's learning rate on batch norm's biases (beta): ``multiple`` times the others'
+    (their gradients scaled: with SGD and momentum the same step as the rate scaled)."""
+    import keras
+
+    class BiasRate(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            opt = self.model.optimizer
+            apply = opt.apply
+
+            def scaled(grads, variables=None):
+                variables = variables or self.model.trainable_variables
+                grads = [g * multiple if v.path.endswith("beta") else g
+                         for g, v in zip(grads, variables, strict=True)]  # fmt: skip
+                return apply(grads, variables)
+
+            opt.apply = scaled
+
+    return [BiasRate()]
+
+
+def callbacks_of(names: str | None, steps: int) -> list:
+    """The callbacks a variant names (comma-separated factories of this module)."""
+    return [cb for name in (names or "").split(",") if name for cb in globals()[name](steps)]
+
+
 # name -> (what it changes, changes to the final fit's settings, changes to the built model,
-# callbacks (given the steps in all)). Each later entry adds to the one before it, as in
-# airbench's table.
+# the callbacks' factories, given the steps in all). Each later entry adds to the one before
+# it, as in airbench's table.
+BOTH = [whiten_stem, dirac_convs]
 VARIANTS = {
     "baseline": ("today's final-fit recipe", {}, [], None),
     "whiten": ("+ whitening initialisation of the stem", {}, [whiten_stem], None),
-    "dirac": (
-        "+ identity initialisation of the convolutions",
-        {},
-        [whiten_stem, dirac_convs],
-        None,
-    ),  # fmt: skip
+    "dirac": ("+ identity initialisation of the convolutions", {}, BOTH, None),
+    "bnbias": ("+ 64x learning rate on batch norm's biases", {}, BOTH, "bn_bias_rate"),
     "lookahead": (
         "+ lookahead every 5 steps, batch-norm momentum 0.6",
         {},
-        [whiten_stem, dirac_convs],
-        lookahead,
-    ),  # fmt: skip
+        BOTH,
+        "bn_bias_rate,lookahead",
+    ),
 }
 
 
@@ -172,7 +195,7 @@ def run_one(data, variant: str, epochs: int, seed: int) -> dict:
     s = settings(epochs, seed, changes)
     steps = epochs * -(-len(y_tr) // s.batch_size)
     result = fit(model, s, (x_tr, y_tr, x_va, y_va), len(classes), verbose=0, keep_best=False,
-                 callbacks=extra(steps) if extra else None)  # fmt: skip
+                 callbacks=callbacks_of(extra, steps))  # fmt: skip
     plain = predict_proba(model, x_se)
     mirrored = predict_proba(model, x_se, flip=True)
     shifted = predict_proba(model, x_se, tta=True, flip=True)  # airbench's multi-crop views
