@@ -28,6 +28,9 @@ The competitions (bench/results/suite-data/, written once):
 - float01:     8,000 demo rows with pixels as floats in 0-1
 - imbalanced:  demo classes 3,000 down to 60 rows each (geometric), test in the same shares
 
+Seed 42's sealed rows have been consulted while developing; ``--seed 7`` draws other sealed rows
+(and, for the made-up competitions, other rows), kept for final tables only.
+
 Budgets: ``--timeout`` (default 900 s), and ``--small-timeout`` (default 300 s) for data under
 5,000 labelled rows. The pipeline runs from a frozen worktree of HEAD, so edits never reach a run.
 """
