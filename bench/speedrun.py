@@ -122,9 +122,9 @@ def bn_bias_rate(total_steps: int, multiple: float = 64.0):
     return [BiasRate()]
 
 
-def callbacks_of(names: str | None, steps: int) -> list:
-    """The callbacks a variant names (comma-separated factories of this module)."""
-    return [cb for name in (names or "").split(",") if name for cb in globals()[name](steps)]
+def callbacks_of(factories, steps: int) -> list:
+    """The callbacks of a variant's factories, each given the steps in all."""
+    return [cb for make in factories for cb in make(steps)]
 
 
 # name -> (what it changes, changes to the final fit's settings, changes to the built model,
@@ -132,15 +132,15 @@ def callbacks_of(names: str | None, steps: int) -> list:
 # it, as in airbench's table.
 BOTH = [whiten_stem, dirac_convs]
 VARIANTS = {
-    "baseline": ("today's final-fit recipe", {}, [], None),
-    "whiten": ("+ whitening initialisation of the stem", {}, [whiten_stem], None),
-    "dirac": ("+ identity initialisation of the convolutions", {}, BOTH, None),
-    "bnbias": ("+ 64x learning rate on batch norm's biases", {}, BOTH, "bn_bias_rate"),
+    "baseline": ("today's final-fit recipe", {}, [], []),
+    "whiten": ("+ whitening initialisation of the stem", {}, [whiten_stem], []),
+    "dirac": ("+ identity initialisation of the convolutions", {}, BOTH, []),
+    "bnbias": ("+ 64x learning rate on batch norm's biases", {}, BOTH, [bn_bias_rate]),
     "lookahead": (
         "+ lookahead every 5 steps, batch-norm momentum 0.6",
         {},
         BOTH,
-        "bn_bias_rate,lookahead",
+        [bn_bias_rate, lookahead],
     ),
 }
 

@@ -30,10 +30,10 @@ from pipeline.tune.plan import MIN_FOLDS
 MAX_EPOCHS = 50  # a fold's network trains at most this many epochs, however much time is left
 PREDICT_MARGIN_S = 10.0  # kept after the last fold for predicting and writing
 # Folds the plan chose (--final auto) start only where each can train this many times its
-# trial's epochs; else their time goes to a final fit from the trial's weights. Folds from
-# scratch of ~1x the trial's epochs lost to that fit (suite at 900 s, one run each: five
-# 0.8340 vs 0.866-0.876, float01 0.8815 vs 0.905-0.9075, imbalanced 0.9274 vs 0.9351); at 2-3x
-# (digits8 at 300 s, 5 folds of 29-43 epochs from a 15-epoch trial) they scored 1.0000.
+# trial's epochs; else their time goes to a final fit from the trial's weights. Side by side
+# at 900 s (bench/suite.py --commits, one run each, sealed rows), 1x folds against the final fit
+# this rule gave: five 0.8452 vs 0.8884 (the same trial chosen), float01 0.8955 vs 0.9270,
+# imbalanced 0.9185 vs 0.9333; digits8 at 300 s keeps 5 folds of 41-50 epochs (0.9944).
 FOLD_EPOCHS_OVER_TRIAL = 2
 
 
