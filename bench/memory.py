@@ -4,12 +4,15 @@ Runs N short trials of the default search space (same objective, study, pruner a
 ``tune``) and prints the RSS after each, then the growth from trial 5 to trial N: with
 ``--isolate none`` in this process (``keras.backend.clear_session()`` + ``gc.collect()`` between
 trials), with ``--isolate process`` (tune's default) in worker processes, whose RSS it prints
-too. ``--stages`` instead prints the RSS after each stage of a tune on the demo (parse, split,
+too. ``--fits`` measures what one fit adds to its process (peak RSS over the RSS before
+building; each fit in its own process) beside the cost model's estimate
+(:meth:`pipeline.tune.cost.CostModel.fit_mib`), for the fits the constants there cite.
+``--stages`` instead prints the RSS after each stage of a tune on the demo (parse, split,
 runtime, an epoch on the trial data and on the whole split, prediction), to show where memory
 goes.
 
     .venv/bin/python bench/memory.py [--trials 30] [--rows 3000] [--epochs 1]
-        [--isolate process|none] [--stages]
+        [--isolate process|none] [--stages] [--fits]
 """
 
 from __future__ import annotations
@@ -135,6 +138,76 @@ def stages() -> None:
     del np
 
 
+# (entry, image shape, batch, optimizer): the fits behind pipeline.tune.cost's FIT_* constants
+FITS = [("alexnet", "8x8x1", 32, "adam"), ("vgg16", "8x8x1", 32, "adam"),
+        ("vgg16", "8x8x1", 32, "sgd"), ("resnet9s", "28x28x1", 512, "sgd-nesterov"),
+        ("resnet9s", "28x28x1", 32, "sgd-nesterov"), ("cnn7", "28x28x1", 32, "adam"),
+        ("cnn7", "28x28x1", 256, "adam"), ("resnet20", "28x28x1", 128, "adam"),
+        ("alexnet", "28x28x1", 64, "sgd"), ("vgg16", "48x48x1", 32, "adam"),
+        ("resnet9s", "48x48x1", 256, "sgd-nesterov"), ("resnet9s", "32x32x3", 512, "sgd-nesterov"),
+        ("cnn5", "28x28x1", 32, "adam")]  # fmt: skip
+
+
+def one_fit(name: str, shape: str, batch: int, optimizer: str, rows: int = 2000) -> None:
+    """One epoch of ``name`` on random images of ``shape`` after a warm-up fit (TensorFlow's
+    runtime loaded); prints a JSON line: measured peak growth and the cost model's estimate."""
+    import json
+    import threading
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline import device
+    from pipeline.training import TrainSettings, fit
+    from pipeline.tune import cost as cost_module
+
+    device.quiet()
+    device.configure_runtime()
+    dims = tuple(int(v) for v in shape.split("x"))
+    x = np.random.rand(rows, *dims).astype("float32")
+    y = np.random.randint(0, 10, rows)
+    from pipeline.models import build_model
+
+    warm = TrainSettings("adam", 1e-3, 0.9, 32, 1, True)
+    fit(build_model("cnn1", dims, 10), warm, (x[:200], y[:200], x[:50], y[:50]), 10, verbose=0)
+    device.fresh_session()
+    cost_module.measure_cost = lambda ds, cache: 1.0  # only the memory record is wanted
+    cost = cost_module.cost_model(SimpleNamespace(image_shape=dims, num_classes=10), [name], None)
+    device.fresh_session()
+    gc.collect()
+    base = peak = rss_mib()
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_mib())
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    lr = 1e-3 if optimizer == "adam" else 0.05
+    settings = TrainSettings(optimizer, lr, 0.9, batch, 1, True, augment="crop")
+    fit(build_model(name, dims, 10), settings, (x, y, x[:300], y[:300]), 10, verbose=0)
+    done.set()
+    params, activations = cost.memory[name]
+    print(json.dumps(dict(model=name, shape=shape, batch=batch, optimizer=optimizer,
+                          params=params, activations=activations, before_mib=round(base),
+                          measured_mib=round(peak - base),
+                          estimate_mib=round(cost.fit_mib(name, batch)))), flush=True)  # fmt: skip
+
+
+def fits() -> None:
+    """Every fit of FITS in its own process (a fresh TensorFlow), one JSON line each."""
+    import subprocess
+
+    for name, shape, batch, optimizer in FITS:
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.memory import one_fit; "
+                f"one_fit({name!r}, {shape!r}, {batch}, {optimizer!r})")  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        print(lines[-1] if lines else f"{name} {shape}: failed: {out.stderr[-300:]}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=30)
@@ -142,9 +215,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--stages", action="store_true")
     ap.add_argument("--isolate", choices=["process", "none"], default="process")
+    ap.add_argument("--fits", action="store_true", help="what one fit adds, beside the estimate")
     args = ap.parse_args()
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if args.stages:
+    if args.fits:
+        fits()
+    elif args.stages:
         stages()
     else:
         trials(args.trials, args.rows, args.epochs, args.isolate)

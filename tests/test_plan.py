@@ -344,3 +344,34 @@ def test_a_workers_start_up_is_not_counted_in_the_folds_pace(monkeypatch):
     chosen = ([None], [TrialRecord(model="resnet9s", metrics=m)], False)
     _, _, (epochs, left_out) = kfold.run_folds(ctx, chosen, np.arange(30) % 3, 3, 20, [()])
     assert epochs == [20, 20, 20] and len(left_out) == 3
+
+
+def test_what_a_fresh_worker_cannot_train_in_its_memory_is_left_out_or_batched_down(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(cost_module, "measure_cost", lambda ds, cache: 1e-12)
+    names = ["alexnet", "vgg16", "resnet9s", "cnn7"]
+    small = cost_module.cost_model(SimpleNamespace(image_shape=(28, 28, 1), num_classes=10),
+                                   names, None)  # fmt: skip
+    params, activations = small.memory["vgg16"]
+    assert params > 30_000_000 and activations > 0  # its two Dense(4096) layers
+    # what a fit adds grows with the batch through the activations, not the parameters
+    assert small.fit_mib("resnet9s", 512) - small.fit_mib("resnet9s", 256) == pytest.approx(
+        4 * small.memory["resnet9s"][1] * 256 / 2**20
+    )
+    assert small.fit_mib("unknown", 32) == 0.0
+    opts = TuneOptions(timeout=3600)
+    plan = make_plan(opts, 60_000, small)
+    kept = choose_models(opts, plan, small, (12_000, 3_000), names)
+    assert kept == ["resnet9s", "cnn7"]
+    assert "leaving out alexnet, vgg16: training would take a process past" in (
+        capsys.readouterr().out
+    )
+    forced = TuneOptions(timeout=3600, models=("vgg16",))  # --models is taken as given
+    assert choose_models(forced, plan, small, (12_000, 3_000), ["vgg16"]) == ["vgg16"]
+    # a batch is halved only where its activations would not fit: 48x48 at 512, not 28x28
+    assert small.memory_batch("resnet9s", 512) == 512
+    big = cost_module.cost_model(SimpleNamespace(image_shape=(48, 48, 1), num_classes=10),
+                                 ["resnet9s"], None)  # fmt: skip
+    batch = big.memory_batch("resnet9s", 512)
+    assert batch < 512 and not big.too_big("resnet9s", batch) and big.too_big("resnet9s", 512)

@@ -162,3 +162,25 @@ def test_a_signal_stops_a_fit_in_the_worker_with_its_checkpoint_saved(setup, tmp
     assert caught.value.saved == str(folder) and (folder / "state.json").exists()
     assert interrupt.requested() is None  # passed on to the worker, not left waiting here
     assert worker.process is None
+
+
+def test_the_worker_is_replaced_before_a_fit_that_would_pass_the_process_limit(
+    setup, monkeypatch
+):
+    opts, _ = setup
+    worker = w.Worker(opts)
+    worker.cost = CostModel(1e-12, {"mlp": 1}, memory={"mlp": (1000, 10)})  # adds ~70 MiB
+    monkeypatch.setattr(w, "FRESH_WORKER_MIB", 50)  # a new worker would hold less
+    pids = []
+    try:
+        for n in range(2):
+            worker.run(_job(n), lambda e, a: None)
+            pids.append(worker.process.pid)
+        assert w.FRESH_WORKER_MIB < worker.rss_mib() < w.PROCESS_LIMIT_MIB - 100
+        params = int(w.PROCESS_LIMIT_MIB * 2**20 / 40)  # its parameters alone pass the limit
+        worker.cost = CostModel(1e-12, {"mlp": 1}, memory={"mlp": (params, 10)})
+        worker.run(_job(2), lambda e, a: None)
+        pids.append(worker.process.pid)
+    finally:
+        worker.close()
+    assert pids[0] == pids[1] != pids[2]

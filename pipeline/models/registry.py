@@ -177,6 +177,23 @@ def count_params(model) -> tuple[int, int]:
     return int(trainable), int(total)
 
 
+def count_activations(model) -> int:
+    """Values one forward pass of one image produces (every layer's output, nested models
+    walked): what a training step keeps per image for its backward pass."""
+    import keras
+
+    def walk(m) -> int:
+        total = 0
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                total += walk(layer)
+            elif not isinstance(layer, keras.layers.InputLayer):
+                total += math.prod(layer.output.shape[1:])
+        return total
+
+    return int(walk(model))
+
+
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass on one image (convolutions and dense layers)."""
     import keras

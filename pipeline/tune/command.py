@@ -78,6 +78,7 @@ def search_then_final(opts: TuneOptions, ds, budget: Budget, runner):
     candidates = tuple(opts.models or DEFAULT_MODELS)
     cache = artifacts.competition_dir(opts.artifacts, ds.competition) / "cost.json"
     runtime, cost = runner.run(MeasureTask(candidates, str(cache)))
+    runner.cost = cost  # the worker is replaced before a fit that would pass its memory limit
     log(describe(runtime))
     study, objective = prepare_search(opts, ds, budget, (runtime, cost), candidates, runner)
     shrink = objective.plan.final_fit and not opts.search_only

@@ -1,5 +1,6 @@
-"""Time: the budget's clock and the cost model (seconds per epoch of any entry, seconds to
-predict), measured once per machine where the training runs (the worker process).
+"""Time and memory: the budget's clock and the cost model (seconds per epoch of any entry,
+seconds to predict, the memory a fit adds), measured once per machine where the training runs
+(the worker process).
 
 The device enters ``tune``'s decisions only through this model: a GPU is a machine whose epochs
 cost less (:mod:`pipeline.tune.plan`).
@@ -37,6 +38,25 @@ PREDICT_FIXED_S = 5.0
 # At 20 a 12,000-row slice keeps every searched batch (512: 23 steps).
 MIN_STEPS_PER_EPOCH = 20
 MIN_BATCH = 16
+# The memory one fit adds to the process that trains it (peak RSS over the RSS before building),
+# MiB: fixed + per parameter (weights, gradients, optimizer slots, TensorFlow's copies) + per
+# activation of a batch. Measured (bench/memory.py --fits, one epoch each, 13 fits of 7 entries
+# from 8x8 to 48x48, batch 32-512): alexnet (30.0M parameters) 1,085 MiB, vgg16 (33.6M) 1,406
+# with Adam and 1,220 with SGD, resnet9s at 28x28 batch 512 485, at 48x48 batch 256 589, cnn7
+# at batch 32 125 and 256 296, resnet20 at batch 128 319. The formula reads 6-39% high on 9 of
+# the 13 and at most 11% low (cnn7, batch 256). TensorFlow keeps most of it after the fit, with
+# or without keras.backend.clear_session(), gc.collect() and glibc's malloc_trim(0) (-40 MiB):
+# only a new process gives it back (pipeline.tune.runner).
+FIT_FIXED_MIB = 70
+FIT_BYTES_PER_PARAM = 40
+FIT_BYTES_PER_ACTIVATION = 4
+# The most one training process may hold: a fit starts in a fresh worker when the one running
+# would pass this (pipeline.tune.runner); a network a fresh worker (FRESH_WORKER_MIB, its data
+# and TensorFlow loaded: 734-890 MiB before the fits above, 940-960 in tune's workers on 8x8 and
+# 28x28 data) could not train within it is left out of the default search, and a trial's batch
+# is halved until its fit fits. 2.0 GiB less the formula's 11% under-estimate of a ~1 GiB fit.
+PROCESS_LIMIT_MIB = 1900
+FRESH_WORKER_MIB = 950
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,26 @@ class CostModel:
     problems: dict[str, str] = field(default_factory=dict)
     policy_problems: dict[str, str] = field(default_factory=dict)
     classical: dict[str, tuple[float, int]] = field(default_factory=dict)
+    memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # (params, activations)
+
+    def fit_mib(self, name: str, batch_size: int) -> float:
+        """MiB a fit of network ``name`` at ``batch_size`` adds to its process (0: unknown)."""
+        if name not in self.memory:
+            return 0.0
+        params, activations = self.memory[name]
+        per_batch = FIT_BYTES_PER_ACTIVATION * activations * batch_size
+        return FIT_FIXED_MIB + (FIT_BYTES_PER_PARAM * params + per_batch) / 2**20
+
+    def memory_batch(self, name: str, batch_size: int) -> int:
+        """``batch_size``, halved (not below MIN_BATCH) until a fresh worker holds the fit."""
+        while batch_size > MIN_BATCH and self.too_big(name, batch_size):
+            batch_size //= 2
+        return batch_size
+
+    def too_big(self, name: str, batch_size: int = MIN_BATCH) -> bool:
+        """Whether a fit of ``name`` at ``batch_size`` would take a fresh worker past
+        PROCESS_LIMIT_MIB."""
+        return FRESH_WORKER_MIB + self.fit_mib(name, batch_size) > PROCESS_LIMIT_MIB
 
     def epoch_seconds(self, name: str, n_train: int, n_val: int) -> float:
         """Seconds of one epoch of a network; of the one fit (and scoring) of a classical entry."""
@@ -119,7 +159,7 @@ class CostModel:
         """This machine ``factor`` times as fast (a benchmark's or a test's machine)."""
         classical = {m: (s / factor, n) for m, (s, n) in self.classical.items()}
         return CostModel(self.seconds_per_image_per_mac / factor, self.macs, self.problems,
-                         self.policy_problems, classical)  # fmt: skip
+                         self.policy_problems, classical, self.memory)  # fmt: skip
 
 
 def measure_machine(ds, models: list[str], cache: Path, precision: str = "auto"):
@@ -132,7 +172,8 @@ def measure_machine(ds, models: list[str], cache: Path, precision: str = "auto")
     if runtime["policy"] != "float32":
         bad = {m: policy_problem(m, ds.image_shape, ds.num_classes) for m in cost.macs}
         cost = CostModel(cost.seconds_per_image_per_mac, cost.macs, cost.problems,
-                         {m: why for m, why in bad.items() if why}, cost.classical)  # fmt: skip
+                         {m: why for m, why in bad.items() if why}, cost.classical,
+                         cost.memory)  # fmt: skip
     return runtime, cost
 
 
@@ -203,20 +244,23 @@ def cost_model(ds, models: list[str], cache: Path) -> CostModel:
     cost ~0.9 s an entry, 14 s of a 150 s --quick run's 16 entries."""
     from pipeline.classical import probe_seconds
     from pipeline.device import fresh_session
-    from pipeline.models import build_model, count_macs, get_entry
+    from pipeline.models import build_model, count_activations, count_macs, get_entry
 
-    macs, problems, classical = {}, {}, {}
+    macs, problems, classical, memory = {}, {}, {}, {}
     fresh_session()
     for m in models:
         try:
             if get_entry(m).classical:
                 classical[m] = probe_seconds(m, ds.x_train, ds.y_train, ds.num_classes)
             else:
-                macs[m] = count_macs(build_model(m, ds.image_shape, ds.num_classes))
+                model = build_model(m, ds.image_shape, ds.num_classes)
+                macs[m] = count_macs(model)
+                memory[m] = (model.count_params(), count_activations(model))
         except Exception as exc:  # noqa: BLE001 - any failure to build is the reason
             problems[m] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
     fresh_session()
-    return CostModel(measure_cost(ds, cache), macs, problems, classical=classical)
+    return CostModel(measure_cost(ds, cache), macs, problems, classical=classical,
+                     memory=memory)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ class FitJob:
     progress: bool = True  # a line per epoch
     progress_rows: int | None = None  # scored rows behind each epoch's line (PROGRESS_ROWS)
 
+    def footprint(self) -> tuple[str, int]:
+        """(entry, batch): what the memory its fit adds depends on."""
+        return self.trial.model, self.trial.settings.batch_size
+
     def folder(self, tune_dir: Path) -> Path:
         return Path(tune_dir) / CHECKPOINT / self.name
 

@@ -48,6 +48,10 @@ class Job:
     deadline: float  # time.monotonic() seconds (one clock for every process of the machine)
     search_rows: int | None = None  # the run's trial rows: which split the trial trains on
 
+    def footprint(self) -> tuple[str, int]:
+        """(entry, batch): what the memory its fit adds depends on."""
+        return self.model, self.settings.batch_size
+
     def run(self, env, report: Report) -> TrialRecord:
         return train_trial(self, env.ds, env.splits(self.search_rows).search, env.models_dir,
                            report)  # fmt: skip
@@ -124,7 +128,8 @@ class Objective:
             settings = TrainSettings(
                 optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
                 momentum=spec["momentum"], epochs=clipped or epochs,
-                batch_size=batch_for_rows(spec["batch_size"], len(self.data[1])),
+                batch_size=self.cost.memory_batch(
+                    name, batch_for_rows(spec["batch_size"], len(self.data[1]))),
                 reduce_lr=spec["reduce_lr"], augment=spec["augment"],
                 label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
                 warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from pipeline.options import TuneOptions
 from pipeline.tune import log
-from pipeline.tune.cost import EXIT_MARGIN, CostModel
+from pipeline.tune.cost import EXIT_MARGIN, PROCESS_LIMIT_MIB, CostModel
 
 # Trials on a slice of the training split, scored on a slice of its validation rows, then a
 # final fit of the best configuration on the whole split: one epoch of cnn7 on all 48,000 demo
@@ -188,7 +188,8 @@ def choose_models(opts: TuneOptions, plan: TunePlan, cost: CostModel, trial_spli
     """The searched entries: those that build for the data's shape and train under the
     machine's dtype policy; ``--models`` as given, else the default space less the entries that
     cannot finish an epoch in a quarter of the search's share, and (with a final fit) those
-    whose final fit on ``full_rows`` (training, holdout) could not train MIN_FINAL_EPOCHS."""
+    whose final fit on ``full_rows`` (training, holdout) could not train MIN_FINAL_EPOCHS, and
+    those a fresh worker could not train within PROCESS_LIMIT_MIB."""
     for m, reason in {**cost.problems, **cost.policy_problems}.items():
         log(f"leaving out {m}: {reason}")
     models = [m for m in models if m not in cost.problems and m not in cost.policy_problems]
@@ -202,6 +203,11 @@ def choose_models(opts: TuneOptions, plan: TunePlan, cost: CostModel, trial_spli
             f"{trial_split[0]} rows would take more than a quarter of the search's "
             f"{4 * share:.0f} s (--models to force)")  # fmt: skip
     models = [m for m in models if m not in slow]
+    big = [m for m in models if cost.too_big(m)]
+    if big:
+        log(f"leaving out {', '.join(big)}: training would take a process past "
+            f"{PROCESS_LIMIT_MIB} MiB of memory (--models to force)")  # fmt: skip
+    models = [m for m in models if m not in big]
     if plan.final_fit and full_rows:
         # a configuration the final fit cannot train for long on all rows is not worth a trial
         # on a slice: it would win there and lose in the final fit

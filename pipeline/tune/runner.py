@@ -8,8 +8,10 @@ ended with ``keras.backend.clear_session()`` and ``gc.collect()``): RSS 1,511 Mi
 stage of 5 folds in the main process reached 2.8-3.2 GiB. The worker (spawned, so its TensorFlow
 starts clean) runs every task instead (measuring the machine, each trial, each fit of the final
 stage, each prediction) and is replaced every :data:`TASKS_PER_WORKER` tasks that train or once
-its memory passes :data:`RSS_LIMIT_MIB` (its start-up, ~5 s, is paid then). The main process
-runs Optuna and the decisions and never imports TensorFlow.
+its memory passes :data:`RSS_LIMIT_MIB` (its start-up, ~5 s, is paid then), or before a fit
+that would take it past :data:`~pipeline.tune.cost.PROCESS_LIMIT_MIB` (the cost model's estimate
+of what the fit adds, over the worker's memory now). The main process runs Optuna and the
+decisions and never imports TensorFlow.
 
 A task is a picklable record with ``run(env, report)``: ``env`` (:class:`Env`) holds what the
 worker loaded once (the options, the dataset, the run's splits); ``report`` sends a trial's
@@ -37,6 +39,7 @@ from typing import Any
 from pipeline import artifacts, interrupt
 from pipeline.options import TuneOptions
 from pipeline.tune import splits as run_rows
+from pipeline.tune.cost import FRESH_WORKER_MIB, PROCESS_LIMIT_MIB
 
 TASKS_PER_WORKER = 8
 # ... or sooner, once its resident memory passes this. In the 3600 s default run (2 cores) a
@@ -98,6 +101,7 @@ class InProcess:
 
         configure_runtime(opts.precision)
         self.env = Env(opts, ds)
+        self.cost = None  # as the worker's; this process is never replaced
 
     def run(self, task, report=None):
         return task.run(self.env, report)
@@ -117,11 +121,12 @@ class Worker:
         self.process = None
         self.conn = None
         self.tasks = 0
+        self.cost = None  # the measured CostModel, once known: what a fit will add
 
     def run(self, task, report=None):
         """Run one task in the worker; returns its result, raises what it raised (a
         ``WorkerDied`` when the worker died)."""
-        if self.tasks >= TASKS_PER_WORKER or self.rss_mib() > RSS_LIMIT_MIB:
+        if self.due(task):
             self.close()  # a fresh one starts for this task
         out = self._request(task, report)
         self.tasks += bool(getattr(task, "trains", False))  # measuring or predicting: no
@@ -130,6 +135,20 @@ class Worker:
         if out.state == "interrupted":
             raise interrupt.Interrupted(out.value, out.saved)
         raise out.value
+
+    def due(self, task) -> bool:
+        """Whether the worker should be replaced before ``task``: it trained its share of
+        tasks, holds more than RSS_LIMIT_MIB, or ``task``'s fit would take it past
+        PROCESS_LIMIT_MIB while a new worker would hold less (FRESH_WORKER_MIB)."""
+        if self.process is None:
+            return False
+        rss = self.rss_mib()
+        if self.tasks >= TASKS_PER_WORKER or rss > RSS_LIMIT_MIB:
+            return True
+        footprint = getattr(task, "footprint", None)
+        if self.cost is None or footprint is None or rss <= FRESH_WORKER_MIB:
+            return False
+        return rss + self.cost.fit_mib(*footprint()) > PROCESS_LIMIT_MIB
 
     def ready(self) -> None:
         """Replace the worker now if it is due, and return once it has loaded: a stage that
