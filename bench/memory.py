@@ -153,26 +153,21 @@ def one_fit(name: str, shape: str, batch: int, optimizer: str, rows: int = 2000)
     runtime loaded); prints a JSON line: measured peak growth and the cost model's estimate."""
     import json
     import threading
-    from types import SimpleNamespace
 
     import numpy as np
 
     from pipeline import device
+    from pipeline.models import build_model, count_activations
     from pipeline.training import TrainSettings, fit
-    from pipeline.tune import cost as cost_module
+    from pipeline.tune.cost import CostModel
 
     device.quiet()
     device.configure_runtime()
     dims = tuple(int(v) for v in shape.split("x"))
     x = np.random.rand(rows, *dims).astype("float32")
     y = np.random.randint(0, 10, rows)
-    from pipeline.models import build_model
-
     warm = TrainSettings("adam", 1e-3, 0.9, 32, 1, True)
     fit(build_model("cnn1", dims, 10), warm, (x[:200], y[:200], x[:50], y[:50]), 10, verbose=0)
-    device.fresh_session()
-    cost_module.measure_cost = lambda ds, cache: 1.0  # only the memory record is wanted
-    cost = cost_module.cost_model(SimpleNamespace(image_shape=dims, num_classes=10), [name], None)
     device.fresh_session()
     gc.collect()
     base = peak = rss_mib()
@@ -185,9 +180,11 @@ def one_fit(name: str, shape: str, batch: int, optimizer: str, rows: int = 2000)
             time.sleep(0.02)
 
     threading.Thread(target=watch, daemon=True).start()
+    model = build_model(name, dims, 10)  # its build counts: the estimate covers it
+    cost = CostModel(1.0, {}, memory={name: (model.count_params(), count_activations(model))})
     lr = 1e-3 if optimizer == "adam" else 0.05
     settings = TrainSettings(optimizer, lr, 0.9, batch, 1, True, augment="crop")
-    fit(build_model(name, dims, 10), settings, (x, y, x[:300], y[:300]), 10, verbose=0)
+    fit(model, settings, (x, y, x[:300], y[:300]), 10, verbose=0)
     done.set()
     params, activations = cost.memory[name]
     print(json.dumps(dict(model=name, shape=shape, batch=batch, optimizer=optimizer,
