@@ -58,9 +58,30 @@ def views(shifts: bool = False, flip: bool = False) -> list[tuple[int, int, bool
     )
 
 
-def view_probas(model, x: np.ndarray, which, batch_size: int = 1024) -> list[np.ndarray]:
+# Prediction's batch: PREDICT_BATCH images, halved while a batch's activations (every layer's
+# output, float32) would pass PREDICT_ACTIVATION_MIB. At 1,024 resnet9s on 48x48 images (746,634
+# values an image) grew a fresh worker by 785 MiB to score 960 images, and a worker that had
+# searched by 1,233 MiB, to 2,788 MiB (fer48 at 900 s, 29b90cc); at 28x28 (250,826) a batch of
+# 512 stays under the limit. The probabilities do not depend on the batch (inference mode).
+PREDICT_BATCH = 1024
+PREDICT_ACTIVATION_MIB = 512
+
+
+def predict_batch(model) -> int:
+    """The batch ``model`` predicts in (see PREDICT_ACTIVATION_MIB)."""
+    from pipeline.models import count_activations
+
+    per_image = 4 * count_activations(model) / 2**20
+    batch = PREDICT_BATCH
+    while batch > 16 and batch * per_image > PREDICT_ACTIVATION_MIB:
+        batch //= 2
+    return batch
+
+
+def view_probas(model, x: np.ndarray, which, batch_size: int | None = None) -> list[np.ndarray]:
     """Class probabilities for uint8 images under each view, so that a caller can score plain
-    and augmented predictions from one set of passes."""
+    and augmented predictions from one set of passes (``batch_size``: by default
+    :func:`predict_batch`)."""
     from pipeline import classical
 
     out = []
@@ -74,13 +95,13 @@ def view_probas(model, x: np.ndarray, which, batch_size: int = 1024) -> list[np.
             continue
         from pipeline.training import make_dataset
 
-        ds = make_dataset(images, None, 0, batch_size)
+        ds = make_dataset(images, None, 0, batch_size or predict_batch(model))
         out.append(np.asarray(model.predict(ds, verbose=0), dtype=np.float64))
     return out
 
 
 def predict_proba(
-    model, x: np.ndarray, batch_size: int = 1024, tta: bool = False, flip: bool = False
+    model, x: np.ndarray, batch_size: int | None = None, tta: bool = False, flip: bool = False
 ) -> np.ndarray:
     """Class probabilities for uint8 images; ``tta`` averages over one-pixel shifts, ``flip``
     over the left-right mirror too."""

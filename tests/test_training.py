@@ -303,3 +303,20 @@ def test_the_final_fit_times_the_trials_forward_pass_before_it_plans(tmp_path):
     assert forward_seconds(job(path), x[: 2 * FORWARD_TRACE], fallback=1.0) == 1.0
     assert forward_seconds(job(tmp_path / "missing.keras"), x, fallback=1.0) == 1.0
     assert forward_seconds(job(path, epochs=3), x, fallback=1.0) == 1.0  # a fold plans its own
+
+
+def test_prediction_batches_shrink_with_an_images_activations_not_the_probabilities():
+    from pipeline.models import build_model, count_activations
+    from pipeline.predict import PREDICT_ACTIVATION_MIB, PREDICT_BATCH, predict_batch, view_probas
+
+    small = build_model("mlp", (28, 28, 1), 4)
+    assert predict_batch(small) == PREDICT_BATCH
+    big = build_model("resnet9s", (48, 48, 1), 7)  # ~0.75M values an image
+    batch = predict_batch(big)
+    assert batch < PREDICT_BATCH
+    assert 4 * count_activations(big) * batch / 2**20 <= PREDICT_ACTIVATION_MIB
+    assert 4 * count_activations(big) * batch * 2 / 2**20 > PREDICT_ACTIVATION_MIB  # the largest
+    x = np.random.default_rng(2).integers(0, 255, size=(2 * batch + 3, 48, 48, 1), dtype=np.uint8)
+    (default,) = view_probas(big, x, [(0, 0, False)])
+    (whole,) = view_probas(big, x, [(0, 0, False)], batch_size=len(x))
+    np.testing.assert_allclose(default, whole, rtol=1e-4, atol=1e-6)

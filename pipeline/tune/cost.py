@@ -40,13 +40,14 @@ MIN_STEPS_PER_EPOCH = 20
 MIN_BATCH = 16
 # The memory one fit adds to the process that trains it (peak RSS over the RSS before building),
 # MiB: fixed + per parameter (weights, gradients, optimizer slots, TensorFlow's copies) + per
-# activation of a batch. Measured (bench/memory.py --fits, one epoch each, 13 fits of 7 entries
-# from 8x8 to 48x48, batch 32-512): alexnet (30.0M parameters) 1,085 MiB, vgg16 (33.6M) 1,406
-# with Adam and 1,220 with SGD, resnet9s at 28x28 batch 512 485, at 48x48 batch 256 589, cnn7
-# at batch 32 125 and 256 296, resnet20 at batch 128 319. The formula reads 6-39% high on 9 of
-# the 13 and at most 11% low (cnn7, batch 256). TensorFlow keeps most of it after the fit, with
-# or without keras.backend.clear_session(), gc.collect() and glibc's malloc_trim(0) (-40 MiB):
-# only a new process gives it back (pipeline.tune.runner).
+# activation of a batch. Measured (bench/memory.py --fits, one epoch each in its own process,
+# 13 fits of 7 entries from 8x8 to 48x48, batch 32-512): alexnet (30.0M parameters) 1,089 MiB,
+# vgg16 (33.6M) 1,380 with Adam and 1,206 with SGD, resnet9s at 28x28 batch 512 484, at 48x48
+# batch 256 638, cnn7 at batch 32 128 and 256 285, resnet20 at batch 128 317. The formula reads
+# 4-35% high on 11 of the 13 and at most 7% low (cnn7). TensorFlow keeps most of it after the
+# fit, with or without keras.backend.clear_session(), gc.collect() and glibc's malloc_trim(0)
+# (-40 MiB of ~1.6 GiB), MALLOC_ARENA_MAX=2 or a fixed mmap threshold (both within 40 MiB): only
+# a new process gives it back (pipeline.tune.runner).
 FIT_FIXED_MIB = 70
 FIT_BYTES_PER_PARAM = 40
 FIT_BYTES_PER_ACTIVATION = 4
@@ -54,7 +55,7 @@ FIT_BYTES_PER_ACTIVATION = 4
 # would pass this (pipeline.tune.runner); a network a fresh worker (FRESH_WORKER_MIB, its data
 # and TensorFlow loaded: 734-890 MiB before the fits above, 940-960 in tune's workers on 8x8 and
 # 28x28 data) could not train within it is left out of the default search, and a trial's batch
-# is halved until its fit fits. 2.0 GiB less the formula's 11% under-estimate of a ~1 GiB fit.
+# is halved until its fit fits. 2,048 MiB less ~7% (the formula's largest under-estimate).
 PROCESS_LIMIT_MIB = 1900
 FRESH_WORKER_MIB = 950
 
