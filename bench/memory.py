@@ -29,16 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def rss_mib(pid: int | str = "self") -> float:
-    """A process's resident set size now (VmRSS), MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+from pipeline.memory import rss_mib  # noqa: E402 - after the path
 
 
 def peak_mib() -> float:

@@ -58,24 +58,12 @@ def views(shifts: bool = False, flip: bool = False) -> list[tuple[int, int, bool
     )
 
 
-# Prediction's batch: PREDICT_BATCH images, halved while a batch's activations (every layer's
-# output, float32) would pass PREDICT_ACTIVATION_MIB. At 1,024 resnet9s on 48x48 images (746,634
-# values an image) grew a fresh worker by 785 MiB to score 960 images, and a worker that had
-# searched by 1,233 MiB, to 2,788 MiB (fer48 at 900 s, 29b90cc); at 28x28 (250,826) a batch of
-# 512 stays under the limit. The probabilities do not depend on the batch (inference mode).
-PREDICT_BATCH = 1024
-PREDICT_ACTIVATION_MIB = 512
-
-
 def predict_batch(model) -> int:
-    """The batch ``model`` predicts in (see PREDICT_ACTIVATION_MIB)."""
+    """The batch ``model`` predicts in (:func:`pipeline.memory.predict_batch`)."""
+    from pipeline.memory import predict_batch as batch_for
     from pipeline.models import count_activations
 
-    per_image = 4 * count_activations(model) / 2**20
-    batch = PREDICT_BATCH
-    while batch > 16 and batch * per_image > PREDICT_ACTIVATION_MIB:
-        batch //= 2
-    return batch
+    return batch_for(count_activations(model))
 
 
 def view_probas(model, x: np.ndarray, which, batch_size: int | None = None) -> list[np.ndarray]:

@@ -306,8 +306,9 @@ def test_the_final_fit_times_the_trials_forward_pass_before_it_plans(tmp_path):
 
 
 def test_prediction_batches_shrink_with_an_images_activations_not_the_probabilities():
+    from pipeline.memory import PREDICT_ACTIVATION_MIB, PREDICT_BATCH
     from pipeline.models import build_model, count_activations
-    from pipeline.predict import PREDICT_ACTIVATION_MIB, PREDICT_BATCH, predict_batch, view_probas
+    from pipeline.predict import predict_batch, view_probas
 
     small = build_model("mlp", (28, 28, 1), 4)
     assert predict_batch(small) == PREDICT_BATCH

@@ -164,9 +164,7 @@ def test_a_signal_stops_a_fit_in_the_worker_with_its_checkpoint_saved(setup, tmp
     assert worker.process is None
 
 
-def test_the_worker_is_replaced_before_a_fit_that_would_pass_the_process_limit(
-    setup, monkeypatch
-):
+def test_the_worker_is_replaced_before_a_fit_that_would_pass_the_process_limit(setup, monkeypatch):
     opts, _ = setup
     worker = w.Worker(opts)
     worker.cost = CostModel(1e-12, {"mlp": 1}, memory={"mlp": (1000, 10)})  # adds ~70 MiB

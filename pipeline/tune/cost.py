@@ -1,6 +1,6 @@
-"""Time and memory: the budget's clock and the cost model (seconds per epoch of any entry,
-seconds to predict, the memory a fit adds), measured once per machine where the training runs
-(the worker process).
+"""Time: the budget's clock and the cost model (seconds per epoch of any entry, seconds to
+predict; each network's parameters and activations, for :mod:`pipeline.memory`), measured once
+per machine where the training runs (the worker process).
 
 The device enters ``tune``'s decisions only through this model: a GPU is a machine whose epochs
 cost less (:mod:`pipeline.tune.plan`).
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import memory
 from pipeline.fsutil import atomic_write_json
 
 EXIT_MARGIN = 30.0  # seconds of the budget left for process start-up and exit
@@ -38,26 +39,6 @@ PREDICT_FIXED_S = 5.0
 # At 20 a 12,000-row slice keeps every searched batch (512: 23 steps).
 MIN_STEPS_PER_EPOCH = 20
 MIN_BATCH = 16
-# The memory one fit adds to the process that trains it (peak RSS over the RSS before building),
-# MiB: fixed + per parameter (weights, gradients, optimizer slots, TensorFlow's copies) + per
-# activation of a batch. Measured (bench/memory.py --fits, one epoch each in its own process,
-# 13 fits of 7 entries from 8x8 to 48x48, batch 32-512): alexnet (30.0M parameters) 1,089 MiB,
-# vgg16 (33.6M) 1,380 with Adam and 1,206 with SGD, resnet9s at 28x28 batch 512 484, at 48x48
-# batch 256 638, cnn7 at batch 32 128 and 256 285, resnet20 at batch 128 317. The formula reads
-# 4-35% high on 11 of the 13 and at most 7% low (cnn7). TensorFlow keeps most of it after the
-# fit, with or without keras.backend.clear_session(), gc.collect() and glibc's malloc_trim(0)
-# (-40 MiB of ~1.6 GiB), MALLOC_ARENA_MAX=2 or a fixed mmap threshold (both within 40 MiB): only
-# a new process gives it back (pipeline.tune.runner).
-FIT_FIXED_MIB = 70
-FIT_BYTES_PER_PARAM = 40
-FIT_BYTES_PER_ACTIVATION = 4
-# The most one training process may hold: a fit starts in a fresh worker when the one running
-# would pass this (pipeline.tune.runner); a network a fresh worker (FRESH_WORKER_MIB, its data
-# and TensorFlow loaded: 734-890 MiB before the fits above, 940-960 in tune's workers on 8x8 and
-# 28x28 data) could not train within it is left out of the default search, and a trial's batch
-# is halved until its fit fits. 2,048 MiB less ~7% (the formula's largest under-estimate).
-PROCESS_LIMIT_MIB = 1900
-FRESH_WORKER_MIB = 950
 
 
 @dataclass(frozen=True)
@@ -126,22 +107,17 @@ class CostModel:
 
     def fit_mib(self, name: str, batch_size: int) -> float:
         """MiB a fit of network ``name`` at ``batch_size`` adds to its process (0: unknown)."""
-        if name not in self.memory:
-            return 0.0
-        params, activations = self.memory[name]
-        per_batch = FIT_BYTES_PER_ACTIVATION * activations * batch_size
-        return FIT_FIXED_MIB + (FIT_BYTES_PER_PARAM * params + per_batch) / 2**20
+        return memory.fit_mib(self.memory.get(name), batch_size)
+
+    def too_big(self, name: str, batch_size: int = MIN_BATCH) -> bool:
+        """Whether a fit of ``name`` at ``batch_size`` would not fit in a fresh worker."""
+        return memory.too_big_for_fresh_worker(self.fit_mib(name, batch_size))
 
     def memory_batch(self, name: str, batch_size: int) -> int:
         """``batch_size``, halved (not below MIN_BATCH) until a fresh worker holds the fit."""
         while batch_size > MIN_BATCH and self.too_big(name, batch_size):
             batch_size //= 2
         return batch_size
-
-    def too_big(self, name: str, batch_size: int = MIN_BATCH) -> bool:
-        """Whether a fit of ``name`` at ``batch_size`` would take a fresh worker past
-        PROCESS_LIMIT_MIB."""
-        return FRESH_WORKER_MIB + self.fit_mib(name, batch_size) > PROCESS_LIMIT_MIB
 
     def epoch_seconds(self, name: str, n_train: int, n_val: int) -> float:
         """Seconds of one epoch of a network; of the one fit (and scoring) of a classical entry."""

@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from pipeline.memory import PROCESS_LIMIT_MIB
 from pipeline.options import TuneOptions
 from pipeline.tune import log
-from pipeline.tune.cost import EXIT_MARGIN, PROCESS_LIMIT_MIB, CostModel
+from pipeline.tune.cost import EXIT_MARGIN, CostModel
 
 # Trials on a slice of the training split, scored on a slice of its validation rows, then a
 # final fit of the best configuration on the whole split: one epoch of cnn7 on all 48,000 demo

@@ -2,16 +2,12 @@
 search, nor k folds, nor TensorFlow itself grows the main process's memory; or, with
 ``--isolate none``, this process.
 
-Measured with ``bench/memory.py`` (30 one-epoch trials of the default space in one process, each
-ended with ``keras.backend.clear_session()`` and ``gc.collect()``): RSS 1,511 MiB after trial 5,
-2,766 MiB after trial 30, +83%: TensorFlow keeps much of what finished fits allocated; a final
-stage of 5 folds in the main process reached 2.8-3.2 GiB. The worker (spawned, so its TensorFlow
-starts clean) runs every task instead (measuring the machine, each trial, each fit of the final
-stage, each prediction) and is replaced every :data:`TASKS_PER_WORKER` tasks that train or once
-its memory passes :data:`RSS_LIMIT_MIB` (its start-up, ~5 s, is paid then), or before a fit
-that would take it past :data:`~pipeline.tune.cost.PROCESS_LIMIT_MIB` (the cost model's estimate
-of what the fit adds, over the worker's memory now). The main process runs Optuna and the
-decisions and never imports TensorFlow.
+TensorFlow keeps what finished fits allocated (:mod:`pipeline.memory`): the worker (spawned,
+so its TensorFlow starts clean) runs every task (measuring the machine, each trial, each fit of
+the final stage, each prediction) and is replaced every :data:`TASKS_PER_WORKER` tasks that
+train, once its memory passes :data:`RSS_LIMIT_MIB`, or before a fit that would take it past
+:data:`~pipeline.memory.PROCESS_LIMIT_MIB` (its start-up, ~5 s, is paid then). The main process
+runs Optuna and the decisions and never imports TensorFlow.
 
 A task is a picklable record with ``run(env, report)``: ``env`` (:class:`Env`) holds what the
 worker loaded once (the options, the dataset, the run's splits); ``report`` sends a trial's
@@ -33,18 +29,16 @@ import os
 import pickle
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts, interrupt
+from pipeline.memory import FRESH_WORKER_MIB, PROCESS_LIMIT_MIB, rss_mib
 from pipeline.options import TuneOptions
 from pipeline.tune import splits as run_rows
-from pipeline.tune.cost import FRESH_WORKER_MIB, PROCESS_LIMIT_MIB
 
 TASKS_PER_WORKER = 8
-# ... or sooner, once its resident memory passes this. In the 3600 s default run (2 cores) a
-# fresh worker held ~960 MiB; the first grew to 1,580 MiB over its 8 trials, the second to 2,270
-# MiB over 6 (batch-32 cnn7 and resnet9s trials), taking the tree (main ~560 MiB) to 2,845 MiB.
+# ... or sooner, past this: a second worker of the 3600 s run grew from 962 to 2,270 MiB over six
+# small trials (bench/README.md, *Memory of the whole run*).
 RSS_LIMIT_MIB = 1400
 PR_SET_PDEATHSIG = 1  # prctl(2)
 POLL_SECONDS = 0.5  # the main process wakes this often, so that signals reach it
@@ -152,23 +146,12 @@ class Worker:
 
     def ready(self) -> None:
         """Replace the worker now if it is due, and return once it has loaded: a stage that
-        plans by its own measured pace (the folds) then does not time a start-up. On digits8
-        at 300 s (1,437 rows of 8x8, an epoch ~1 s) the worker was replaced ~176 s in, as the
-        folds began; 2 of 3 folds were left out and 90 s went unused. Readied before each fold:
-        5 folds of 29-43 epochs, 291 s of 300 (bench/README.md)."""
+        plans by its own measured pace (the folds) then does not time a start-up."""
         self.run(Ready())
 
     def rss_mib(self) -> float:
         """The worker's resident memory (0 when none runs)."""
-        if self.process is None:
-            return 0.0
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return 0.0
-        kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")),
-                   "0")  # fmt: skip
-        return int(kib) / 1024
+        return rss_mib(self.process.pid) if self.process is not None else 0.0
 
     def _request(self, task, report) -> Outcome:
         """Send one task; answer its epoch reports until its outcome comes back. A first
