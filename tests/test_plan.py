@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from pipeline import memory
 from pipeline.cli import build_options, build_parser
 from pipeline.options import TuneOptions
 from pipeline.records import TrialRecord, to_dict
@@ -360,6 +361,12 @@ def test_what_a_fresh_worker_cannot_train_in_its_memory_is_left_out_or_batched_d
         4 * small.memory["resnet9s"][1] * 256 / 2**20
     )
     assert small.fit_mib("unknown", 32) == 0.0
+    # a sampled width w scales the parameters by w**2 and the activations by w (resnet at 2x:
+    # 45M parameters; its trial on digits28 took a worker to 3.6 GiB when read at 1x)
+    params, activations = small.memory["cnn7"]
+    assert small.fit_mib("cnn7", 64, 2.0) == pytest.approx(
+        memory.fit_mib((4 * params, 2 * activations), 64)
+    )
     opts = TuneOptions(timeout=3600)
     plan = make_plan(opts, 60_000, small)
     kept = choose_models(opts, plan, small, (12_000, 3_000), names)

@@ -105,17 +105,20 @@ class CostModel:
     classical: dict[str, tuple[float, int]] = field(default_factory=dict)
     memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # (params, activations)
 
-    def fit_mib(self, name: str, batch_size: int) -> float:
-        """MiB a fit of network ``name`` at ``batch_size`` adds to its process (0: unknown)."""
-        return memory.fit_mib(self.memory.get(name), batch_size)
+    def fit_mib(self, name: str, batch_size: int, width: float = 1.0) -> float:
+        """MiB a fit of network ``name`` at ``batch_size`` adds to its process (0: unknown);
+        a ``width`` multiplier scales its parameters by width**2, its activations by width."""
+        known = self.memory.get(name)
+        scaled = known and (known[0] * width**2, known[1] * width)
+        return memory.fit_mib(scaled or None, batch_size)
 
-    def too_big(self, name: str, batch_size: int = MIN_BATCH) -> bool:
+    def too_big(self, name: str, batch_size: int = MIN_BATCH, width: float = 1.0) -> bool:
         """Whether a fit of ``name`` at ``batch_size`` would not fit in a fresh worker."""
-        return memory.too_big_for_fresh_worker(self.fit_mib(name, batch_size))
+        return memory.too_big_for_fresh_worker(self.fit_mib(name, batch_size, width))
 
-    def memory_batch(self, name: str, batch_size: int) -> int:
+    def memory_batch(self, name: str, batch_size: int, width: float = 1.0) -> int:
         """``batch_size``, halved (not below MIN_BATCH) until a fresh worker holds the fit."""
-        while batch_size > MIN_BATCH and self.too_big(name, batch_size):
+        while batch_size > MIN_BATCH and self.too_big(name, batch_size, width):
             batch_size //= 2
         return batch_size
 

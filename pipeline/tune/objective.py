@@ -47,10 +47,11 @@ class Job:
     settings: TrainSettings
     deadline: float  # time.monotonic() seconds (one clock for every process of the machine)
     search_rows: int | None = None  # the run's trial rows: which split the trial trains on
+    width: float = 1.0  # the sampled width multiplier (its hp holds the scaled layers)
 
-    def footprint(self) -> tuple[str, int]:
-        """(entry, batch): what the memory its fit adds depends on."""
-        return self.model, self.settings.batch_size
+    def footprint(self) -> tuple[str, int, float]:
+        """(entry, batch, width): what the memory its fit adds depends on."""
+        return self.model, self.settings.batch_size, self.width
 
     def run(self, env, report: Report) -> TrialRecord:
         return train_trial(self, env.ds, env.splits(self.search_rows).search, env.models_dir,
@@ -112,6 +113,13 @@ class Objective:
             write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
             raise optuna.TrialPruned(reason)
         clipped = fits if fits < epochs else None
+        width = trial.params.get(f"{name}.width", 1.0)
+        batch = self.cost.memory_batch(name, batch_for_rows(spec["batch_size"], len(self.data[1])),
+                                       width)  # fmt: skip
+        if self.cost.too_big(name, batch, width):
+            reason = f"needs ~{self.cost.fit_mib(name, batch, width):.0f} MiB at width {width}"
+            write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
+            raise optuna.TrialPruned(reason)
         if spec.get("classical"):
             r = CLASSICAL_RECIPE  # one fit: no optimizer, no epochs
             settings = TrainSettings(
@@ -128,8 +136,7 @@ class Objective:
             settings = TrainSettings(
                 optimizer=spec["optimizer"], learning_rate=spec["learning_rate"],
                 momentum=spec["momentum"], epochs=clipped or epochs,
-                batch_size=self.cost.memory_batch(
-                    name, batch_for_rows(spec["batch_size"], len(self.data[1]))),
+                batch_size=batch,
                 reduce_lr=spec["reduce_lr"], augment=spec["augment"],
                 label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
                 warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
@@ -137,7 +144,7 @@ class Objective:
         write_trial(trial, TrialRecord(model=name, hp=spec["hp"], settings=settings,
                                        epochs_clipped_to=clipped))  # fmt: skip
         return Job(trial.number, name, spec["hp"], settings, self.budget.search_deadline - 5,
-                   self.plan.search_rows)  # fmt: skip
+                   self.plan.search_rows, width)  # fmt: skip
 
 
 def epoch_reporter(trial) -> Report:
