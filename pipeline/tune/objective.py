@@ -113,10 +113,10 @@ class Objective:
             write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
             raise optuna.TrialPruned(reason)
         clipped = fits if fits < epochs else None
-        width = trial.params.get(f"{name}.width", 1.0)
-        batch = self.cost.memory_batch(name, batch_for_rows(spec["batch_size"], len(self.data[1])),
-                                       width)  # fmt: skip
-        if self.cost.too_big(name, batch, width):
+        width, batch = trial.params.get(f"{name}.width", 1.0), spec.get("batch_size", 0)
+        batch = batch and self.cost.memory_batch(name, batch_for_rows(batch, len(self.data[1])),
+                                                 width)  # fmt: skip
+        if batch and self.cost.too_big(name, batch, width):
             reason = f"needs ~{self.cost.fit_mib(name, batch, width):.0f} MiB at width {width}"
             write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
             raise optuna.TrialPruned(reason)
