@@ -39,15 +39,15 @@ def peak_mib() -> float:
 def trials(n: int, rows: int, epochs: int, isolate: str) -> None:
     from pipeline import artifacts, device
     from pipeline.data import load
+    from pipeline.data.split import run_splits
     from pipeline.options import TuneOptions
     from pipeline.search_space import DEFAULT_MODELS
     from pipeline.storage import create_or_load_study
     from pipeline.tune.cost import Budget, cost_model
     from pipeline.tune.objective import Objective
     from pipeline.tune.plan import TunePlan
-    from pipeline.tune.runner import InProcess, Worker
-    from pipeline.tune.splits import run_splits
     from pipeline.tune.study import make_pruner, make_sampler
+    from pipeline.worker import InProcess, Worker
 
     device.quiet()
     device.configure_runtime()

@@ -52,7 +52,7 @@ def requested() -> int | None:
 
 def take() -> int | None:
     """The signal waiting to stop training, which is then no longer waiting (it was passed on:
-    to the worker process, see pipeline.tune.runner)."""
+    to the worker process, see pipeline.worker)."""
     global _requested
     signum, _requested = _requested, None
     return signum

@@ -7,7 +7,7 @@ SGD, resnet9s at 28x28 batch 512 484 and at 48x48 batch 256 638, cnn7 at batch 3
 low (cnn7). TensorFlow keeps most of a fit's memory after it, with or without
 ``keras.backend.clear_session()``, ``gc.collect()`` and glibc's ``malloc_trim(0)`` (-40 MiB of
 ~1.6 GiB), ``MALLOC_ARENA_MAX=2`` or a fixed mmap threshold (within 90 MiB): only a new process
-gives it back (:mod:`pipeline.tune.runner`)."""
+gives it back (:mod:`pipeline.worker`)."""
 
 from __future__ import annotations
 

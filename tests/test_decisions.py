@@ -305,7 +305,7 @@ def test_the_holdout_chooses_nothing(demo_small, tmp_path, monkeypatch):
 
 def _poison_holdout(monkeypatch):
     """Every process step that builds the run's splits gets the holdout labels permuted."""
-    from pipeline.tune import splits
+    from pipeline.data import split as splits
 
     real = splits.run_splits
 
@@ -366,7 +366,8 @@ def test_permuted_holdout_labels_change_no_decision(demo_small, tmp_path, monkey
     )
 
     # the control: an ensemble choice scored on the holdout is caught by the same comparison
-    from pipeline.tune import decide, splits
+    from pipeline.data import split as splits
+    from pipeline.tune import decide
 
     real = decide.choose_ensemble
 

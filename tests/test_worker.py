@@ -13,14 +13,14 @@ import optuna
 import pytest
 from conftest import wait_for
 
+from pipeline import worker as w
 from pipeline.data import load
+from pipeline.data.split import run_splits
 from pipeline.options import TuneOptions
 from pipeline.training import TrainSettings
-from pipeline.tune import runner as w
 from pipeline.tune.cost import Budget, CostModel
 from pipeline.tune.objective import Job, Objective
 from pipeline.tune.plan import TunePlan
-from pipeline.tune.splits import run_splits
 
 pytestmark = pytest.mark.slow
 

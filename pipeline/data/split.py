@@ -1,7 +1,16 @@
-"""The stratified 80/20 holdout split (fixed by the seed), and the trials' own split of its
-training part."""
+"""The stratified 80/20 holdout split (fixed by the seed), the trials' own split of its
+training part, and the two built together for a tune run (:class:`RunSplits`).
+
+- ``holdout``: the stratified 80/20 split of the labelled rows (``--seed``, ``--limit``). Its 20%
+  scores what is submitted and chooses nothing.
+- ``search``: the trials' own training and validation rows, carved out of the holdout split's
+  training part (a slice of ``search_rows`` rows where the plan says so). Every choice of the run
+  (trials, the ensemble, the mirror) is made on these validation rows.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,3 +83,16 @@ def search_split(split: Split, rows: int | None, seed: int) -> Split:
         tr, va = train_test_split(idx, test_size=0.2, random_state=seed, stratify=y_tr)
     tr, va = np.sort(tr), np.sort(va)
     return x_tr[tr], y_tr[tr], x_tr[va], y_tr[va]
+
+
+@dataclass(frozen=True)
+class RunSplits:
+    holdout: Split  # (x_train, y_train, x_holdout, y_holdout)
+    search: Split  # (x_train, y_train, x_validation, y_validation), inside holdout's training part
+
+
+def run_splits(ds, opts, search_rows: int | None) -> RunSplits:
+    """The splits of a tune run with these options (``seed``, ``limit``) and trials' rows,
+    built in this one place by every process of the run."""
+    split = holdout(ds, opts.seed, opts.limit)
+    return RunSplits(split, search_split(split, search_rows, opts.seed))

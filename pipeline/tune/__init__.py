@@ -4,9 +4,9 @@ Modules in layers, each importing only those above it in this list:
 
 - :mod:`~pipeline.tune.cost`: the budget's clock and the cost model (the machine, measured);
   :mod:`~pipeline.tune.plan`: every decision before the first trial, from the cost model.
-- :mod:`~pipeline.tune.splits`, :mod:`~pipeline.tune.trials`: the run's rows, the study's
-  trials and their files (the storage itself: :mod:`pipeline.storage`).
-- :mod:`~pipeline.tune.runner`: where TensorFlow works (a worker process, or this one).
+- :mod:`~pipeline.tune.trials`: the study's trials and their files (the storage itself:
+  :mod:`pipeline.storage`; the run's rows: :func:`pipeline.data.split.run_splits`; where
+  TensorFlow works, a worker process or this one: :mod:`pipeline.worker`).
 - :mod:`~pipeline.tune.objective` (one trial), :mod:`~pipeline.tune.study`,
   :mod:`~pipeline.tune.search` (the trial loop).
 - :mod:`~pipeline.tune.flip`, :mod:`~pipeline.tune.decide`: the final stage's decisions, on

@@ -2,7 +2,7 @@
 final stage, and print the run's opening line and the submission's path (the last line).
 
 With ``--isolate process`` (the default) this process never imports TensorFlow: the worker
-(:mod:`pipeline.tune.runner`) measures the machine, trains and predicts.
+(:mod:`pipeline.worker`) measures the machine, trains and predicts.
 """
 
 from __future__ import annotations
@@ -10,20 +10,20 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline import artifacts, interrupt
+from pipeline.data import split as data_split
 from pipeline.errors import PipelineError
 from pipeline.options import TuneOptions
 from pipeline.storage import masked, open_store
 from pipeline.tune import log
-from pipeline.tune import splits as run_rows
 from pipeline.tune.cost import Budget, MeasureTask
 from pipeline.tune.final import FinalPlan, final_stage, resume_plan
 from pipeline.tune.fit import CHECKPOINT
 from pipeline.tune.objective import Objective
 from pipeline.tune.plan import FULL_EPOCHS, KFOLD, choose_models, final_epochs, make_plan
-from pipeline.tune.runner import open_runner
 from pipeline.tune.search import run_search
 from pipeline.tune.study import check_data, fingerprint, open_study, study_rows
 from pipeline.tune.trials import write_trials_table
+from pipeline.worker import open_runner
 
 
 def run(opts: TuneOptions) -> int:
@@ -96,7 +96,7 @@ def prepare_search(opts, ds, budget, measured: tuple, candidates, runner):
     budget = budget.with_reserve(plan.reserve)
     study, url = open_study(opts, ds.competition, plan.max_epochs)
     check_data(study, url, fingerprint(opts, ds.competition, plan.search_rows))
-    splits = run_rows.run_splits(ds, opts, plan.search_rows)
+    splits = data_split.run_splits(ds, opts, plan.search_rows)
     data, held = splits.search, splits.holdout
     models = choose_models(opts, plan, cost, (len(data[1]), len(data[3])), candidates,
                            (len(held[1]), len(held[3])))  # fmt: skip

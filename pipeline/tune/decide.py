@@ -1,7 +1,7 @@
 """Every decision of the final stage, in one place, and none of them on the holdout.
 
 What the final stage trains or averages is decided here from the study and the trials' own
-validation rows (:attr:`pipeline.tune.splits.RunSplits.search`): which trial's configuration
+validation rows (:attr:`pipeline.data.split.RunSplits.search`): which trial's configuration
 (the warm start unless a trial beats it by :data:`~pipeline.tune.trials.MARGIN`), which trials
 average into an ensemble (``--ensemble``), and whether the left-right mirror joins training and
 prediction (:mod:`pipeline.tune.flip`). The functions here are never given the holdout.

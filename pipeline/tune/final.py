@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts
+from pipeline.data import split as data_split
 from pipeline.records import FlipDecision, TuneResult, load_json, read_trial, save_json, to_dict
 from pipeline.storage import open_store
 from pipeline.tune import log
-from pipeline.tune import splits as run_rows
 from pipeline.tune.decide import Decisions, decide
 from pipeline.tune.fit import CHECKPOINT
 from pipeline.tune.kfold import by_kfold
@@ -53,7 +53,7 @@ def final_stage(opts, plan, ds, study, budget, runner) -> Path:
     search_seconds = budget.elapsed()
     tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
     frame = write_trials_table(study, tune_dir)
-    splits = run_rows.run_splits(ds, opts, plan.search_rows)
+    splits = data_split.run_splits(ds, opts, plan.search_rows)
     ctx = FinalContext(opts, plan, ds, splits, budget, tune_dir, study, runner,
                        open_store(opts.artifact_store))  # fmt: skip
     saved = resume_plan(tune_dir / CHECKPOINT)

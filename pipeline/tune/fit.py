@@ -2,7 +2,7 @@
 on rows it never trained on, then predicting the test set. Every training of the final stage
 goes through :class:`FitJob` (the final fit on the training split, each of the k folds), so all
 share one checkpoint and resume rule, one deadline rule, one mirror rule and one set of files.
-It runs as a task of the runner (:mod:`pipeline.tune.runner`), where TensorFlow lives; so does
+It runs as a task of the runner (:mod:`pipeline.worker`), where TensorFlow lives; so does
 :class:`PredictTask` (saved models' probabilities, where nothing is trained).
 
 A network trains with a warmup and a cosine schedule that ends at its epochs or its deadline
@@ -49,7 +49,7 @@ class FitJob:
     name: str  # its files: models/<name>.keras, <name>_history.csv, final-checkpoint/<name>/
     trial_number: int
     trial: TrialRecord  # the configuration (model, hp, settings) and its measured speed
-    search_rows: int | None  # which of the run's splits (pipeline.tune.splits)
+    search_rows: int | None  # which of the run's splits (pipeline.data.split.run_splits)
     deadline: float  # time.monotonic() seconds: training and predicting end by then
     fold: tuple[int, int] | None = None  # (k, i): every labelled row but fold i; None: the split
     mirror: bool = False  # a network trains with mirrored images

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data import Dataset
+from pipeline.data.split import RunSplits
 from pipeline.options import TuneOptions
 from pipeline.predict import views
 from pipeline.records import Estimate, FinalFitRecord, FoldsRecord, read_trial
@@ -26,7 +27,6 @@ from pipeline.tune.cost import Budget
 from pipeline.tune.decide import Decisions, test_mirror
 from pipeline.tune.fit import FitJob, PredictTask
 from pipeline.tune.plan import TunePlan
-from pipeline.tune.splits import RunSplits
 
 # Epochs a final fit in the time the search or the folds left (idle_fit) must hold, else the
 # trial's own model is submitted: the fit re-warms to the trial's peak rate before annealing,
@@ -46,7 +46,7 @@ class FinalContext:
     budget: Budget
     tune_dir: Path
     study: object
-    runner: object  # where the fits and predictions run (pipeline.tune.runner)
+    runner: object  # where the fits and predictions run (pipeline.worker)
     store: object = None
 
 

@@ -5,7 +5,7 @@ cannot hold all its epochs is shortened. A NaN loss prunes it; any other excepti
 its reason. The trial's model and its validation probabilities are saved for the final stage.
 
 The Optuna trial lives in the main process only: its training (:class:`Job`) runs where the
-runner runs tasks (:mod:`pipeline.tune.runner`), which reports each epoch back through
+runner runs tasks (:mod:`pipeline.worker`), which reports each epoch back through
 :func:`epoch_reporter` and returns the trial's record.
 """
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import artifacts, interrupt
+from pipeline.data import split as data_split
 from pipeline.memory import FRESH_WORKER_MIB, PROCESS_LIMIT_MIB, rss_mib
 from pipeline.options import TuneOptions
-from pipeline.tune import splits as run_rows
 
 TASKS_PER_WORKER = 8
 # ... or sooner, past this: a second worker of the 3600 s run grew from 962 to 2,270 MiB over six
@@ -52,11 +52,11 @@ class Env:
         self.opts, self.ds = opts, ds
         self.tune_dir = artifacts.tune_dir(opts.artifacts, ds.competition)
         self.models_dir = self.tune_dir / "models"
-        self._splits: dict[int | None, run_rows.RunSplits] = {}
+        self._splits: dict[int | None, data_split.RunSplits] = {}
 
-    def splits(self, search_rows: int | None) -> run_rows.RunSplits:
+    def splits(self, search_rows: int | None) -> data_split.RunSplits:
         if search_rows not in self._splits:
-            self._splits = {search_rows: run_rows.run_splits(self.ds, self.opts, search_rows)}
+            self._splits = {search_rows: data_split.run_splits(self.ds, self.opts, search_rows)}
         return self._splits[search_rows]
 
 
