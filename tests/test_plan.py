@@ -382,3 +382,42 @@ def test_what_a_fresh_worker_cannot_train_in_its_memory_is_left_out_or_batched_d
                                  ["resnet9s"], None)  # fmt: skip
     batch = big.memory_batch("resnet9s", 512)
     assert batch < 512 and not big.too_big("resnet9s", batch) and big.too_big("resnet9s", 512)
+
+
+@pytest.mark.parametrize("width", [1.0, 2.0])
+def test_a_trial_whose_sampled_width_a_fresh_worker_cannot_hold_is_refused(tmp_path, width):
+    """10M parameters: ~450 MiB at width 1, ~1,600 at width 2 (x4), past what a fresh worker
+    can add (PROCESS_LIMIT_MIB - FRESH_WORKER_MIB): that trial is refused before it runs, with
+    its MiB in the reason; the same entry at width 1 is sampled into a job."""
+    import optuna
+
+    from pipeline.tune.cost import Budget
+    from pipeline.tune.objective import Objective
+    from pipeline.tune.plan import TunePlan
+
+    cost = CostModel(1e-15, {"cnn7": 10**6}, memory={"cnn7": (10_000_000, 1_000)})
+    assert not cost.too_big("cnn7", 16, 1.0) and cost.too_big("cnn7", 16, 2.0)
+    x, y = np.zeros((40, 28, 28, 1), np.float32), np.arange(40) % 10
+    plan = TunePlan(10**6, None, "trials", 2, 0.0, 3)
+    obj = Objective((x, y, x, y), ["cnn7"], plan, Budget.start(10**6), cost, tmp_path, 42,
+                    runner=None)  # fmt: skip
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"model": "cnn7", "cnn7.width": width})
+    trial = study.ask()
+    if width == 1.0:
+        job = obj.sample(trial)
+        assert (job.model, job.width) == ("cnn7", 1.0) and job.settings.batch_size >= 16
+    else:
+        with pytest.raises(optuna.TrialPruned, match=r"needs ~\d+ MiB at width 2.0"):
+            obj.sample(trial)
+        assert trial.user_attrs["refused"] is True
+        mib = cost.fit_mib("cnn7", 16, 2.0)
+        assert mib > memory.PROCESS_LIMIT_MIB - memory.FRESH_WORKER_MIB
+    # a final-stage fit of that trial is estimated at its width too (the worker's replacement)
+    from pipeline.training import TrainSettings
+    from pipeline.tune.fit import FitJob
+    from pipeline.tune.trials import sampled_width
+
+    record = TrialRecord(model="cnn7", settings=TrainSettings("sgd", 0.1, 0.9, 16, 2, False))
+    fit = FitJob("final", trial.number, record, None, 0.0, width=sampled_width(trial))
+    assert cost.too_big(*fit.footprint()) == (width == 2.0)

@@ -62,10 +62,11 @@ class FitJob:
     seed: int = 42
     progress: bool = True  # a line per epoch
     progress_rows: int | None = None  # scored rows behind each epoch's line (PROGRESS_ROWS)
+    width: float = 1.0  # the trial's sampled width multiplier (tune.trials.sampled_width)
 
-    def footprint(self) -> tuple[str, int]:
-        """(entry, batch): what the memory its fit adds depends on."""
-        return self.trial.model, self.trial.settings.batch_size
+    def footprint(self) -> tuple[str, int, float]:
+        """(entry, batch, width): what the memory its fit adds depends on."""
+        return self.trial.model, self.trial.settings.batch_size, self.width
 
     def folder(self, tune_dir: Path) -> Path:
         return Path(tune_dir) / CHECKPOINT / self.name

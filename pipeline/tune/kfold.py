@@ -26,6 +26,7 @@ from pipeline.tune.decide import test_mirror
 from pipeline.tune.fit import FitJob, fold_rows
 from pipeline.tune.modes import FinalContext, Submitted
 from pipeline.tune.plan import MIN_FOLDS
+from pipeline.tune.trials import sampled_width
 
 MAX_EPOCHS = 50  # a fold's network trains at most this many epochs, however much time is left
 PREDICT_MARGIN_S = 10.0  # kept after the last fold for predicting and writing
@@ -253,7 +254,7 @@ def train_one_fold(ctx: FinalContext, chosen: tuple, fold: tuple[int, int], epoc
                      epochs=epochs, least=0,
                      warmup=min(1.0, r.settings.warmup_epochs or 0.0),
                      seed=ctx.opts.seed + fold[1], progress=False,
-                     progress_rows=len(ctx.splits.search[3]))  # fmt: skip
+                     progress_rows=len(ctx.splits.search[3]), width=sampled_width(t))  # fmt: skip
         out = ctx.runner.run(job)
         ran = ran if is_classical(r) else out.record.epochs_run
         held[j] = out.scored

@@ -27,6 +27,7 @@ from pipeline.tune.cost import Budget
 from pipeline.tune.decide import Decisions, test_mirror
 from pipeline.tune.fit import FitJob, PredictTask
 from pipeline.tune.plan import TunePlan
+from pipeline.tune.trials import sampled_width
 
 # Epochs a final fit in the time the search or the folds left (idle_fit) must hold, else the
 # trial's own model is submitted: the fit re-warms to the trial's peak rate before annealing,
@@ -76,7 +77,8 @@ def by_final_fit(ctx: FinalContext, d: Decisions, least: int = 2) -> Submitted |
     job = FitJob("final", best.number, record, ctx.plan.search_rows, ctx.budget.deadline,
                  mirror=d.flip.invariant, views=tuple(views(ctx.opts.tta, mirror[0])),
                  max_epochs=ctx.opts.final_max_epochs, least=least,
-                 init=str(d.files[best.number][0]), seed=ctx.opts.seed)  # fmt: skip
+                 init=str(d.files[best.number][0]), seed=ctx.opts.seed,
+                 width=sampled_width(best))  # fmt: skip
     out = ctx.runner.run(job)
     if out is None:
         return None

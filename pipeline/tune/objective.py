@@ -26,7 +26,7 @@ from pipeline.records import TrialRecord, write_trial
 from pipeline.training import TrainSettings
 from pipeline.tune.cost import Budget, CostModel, batch_for_rows
 from pipeline.tune.plan import TunePlan
-from pipeline.tune.trials import history_path, validation_probs_path
+from pipeline.tune.trials import history_path, sampled_width, validation_probs_path
 
 # every trial (a quarter of a short one): batch-norm nets at a high rate need it (see training)
 WARMUP_EPOCHS = 1.0
@@ -113,7 +113,7 @@ class Objective:
             write_trial(trial, TrialRecord(model=name, reason=reason, refused=True))
             raise optuna.TrialPruned(reason)
         clipped = fits if fits < epochs else None
-        width, batch = trial.params.get(f"{name}.width", 1.0), spec.get("batch_size", 0)
+        width, batch = sampled_width(trial), spec.get("batch_size", 0)
         batch = batch and self.cost.memory_batch(name, batch_for_rows(batch, len(self.data[1])),
                                                  width)  # fmt: skip
         if batch and self.cost.too_big(name, batch, width):

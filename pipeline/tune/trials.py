@@ -44,6 +44,12 @@ def is_warm_start(trial) -> bool:
     return fixed is not None and fixed != BASELINE
 
 
+def sampled_width(trial) -> float:
+    """The width multiplier the trial sampled for its entry (1 where it sampled none): what
+    the memory of its fits scales with (:meth:`~pipeline.tune.cost.CostModel.fit_mib`)."""
+    return float(trial.params.get(f"{trial.params.get('model')}.width", 1.0))
+
+
 def warm_start_trial(trials: list):
     """The completed warm-start trial, or None."""
     done = [t for t in trials if t.state.name == "COMPLETE" and is_warm_start(t)]
