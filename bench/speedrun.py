@@ -142,6 +142,10 @@ VARIANTS = {
         BOTH,
         [bn_bias_rate, lookahead],
     ),
+    # not in the chain: the bias rate without the identity initialisation (dirac alone read
+    # within its seeds' spread)
+    "nodirac": ("whitening + 64x bias rate, no identity initialisation", {}, [whiten_stem],
+                [bn_bias_rate]),  # fmt: skip
 }
 
 
