@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 
-def _all_layers(layer):
+def all_layers(layer):
+    """Every layer of a model, nested models walked."""
     for sub in getattr(layer, "layers", []):
         yield sub
-        yield from _all_layers(sub)
+        yield from all_layers(sub)
+
+
+def bias_variables(model) -> list:
+    """Batch normalization's trainable biases (beta) in ``model``."""
+    import keras
+
+    return [
+        layer.beta
+        for layer in all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.center and layer.trainable
+    ]
 
 
 def adapt_batch_norm(model, steps_per_epoch: int) -> float | None:
@@ -23,7 +35,7 @@ def adapt_batch_norm(model, steps_per_epoch: int) -> float | None:
 
     bns = [
         layer
-        for layer in _all_layers(model)
+        for layer in all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
     ]
     if not bns:

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.batchnorm import adapt_batch_norm
+from pipeline.batchnorm import adapt_batch_norm, bias_variables
 from pipeline.errors import PipelineError
-from pipeline.optimizers import OPTIMIZERS, make_optimizer
+from pipeline.optimizers import OPTIMIZERS, SGD_FAMILY, make_optimizer
+from pipeline.whitening import whiten_first_conv
 
 # a deadline: ``time.monotonic()`` seconds, or a function returning them (re-read every epoch)
 When = float | Callable[[], float]
@@ -74,6 +75,10 @@ class TrainSettings:
     # the learning rate rises linearly from ~0 over this many epochs (batch-norm nets at a high
     # rate otherwise start from a few bad steps, and pruning judged them on those)
     warmup_epochs: float = 0.0
+    # the entry's recipe (pipeline.models.registry.Recipe): start the first convolution as the
+    # training patches' whitening; batch norm's biases step at this multiple of the rate
+    whiten: bool = False
+    bias_rate: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,6 +127,13 @@ def read_checkpoint(folder: Path | None) -> dict[str, Any] | None:
     return state
 
 
+def recipe_init(recipe, optimizer: str) -> dict[str, Any]:
+    """The recipe's initialisation and bias rate for a fit with ``optimizer``: the rate only
+    with SGD (measured with SGD-Nesterov; Adam's steps ignore a gradient's scale)."""
+    rate = recipe.bias_rate if optimizer in SGD_FAMILY else 1.0
+    return {"whiten": recipe.whiten, "bias_rate": rate}
+
+
 def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
     """The entry's study recipe, with any non-None override applied."""
     r = entry.recipe
@@ -138,7 +150,7 @@ def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
     if base["optimizer"] not in OPTIMIZERS:
         raise PipelineError(f"unknown optimizer {base['optimizer']!r}; choose from {OPTIMIZERS}")
     augment_parts(base.get("augment", "off"))  # an unknown part is a one-line error
-    return TrainSettings(**base)
+    return TrainSettings(**{**recipe_init(r, base["optimizer"]), **base})
 
 
 def dataset_options(device: str):
@@ -307,6 +319,8 @@ def fit(
     bn_momentum = adapt_batch_norm(model, steps)
     _compile(model, settings, info.get("jit_compile", False))
     state = _resume(model, checkpoint)
+    if state is None and settings.whiten:
+        whiten_first_conv(model, x_train)
     initial = state["epoch"] if state else 0
     cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
     saver = None
@@ -348,8 +362,10 @@ def fit(
 def _compile(model, settings: TrainSettings, jit_compile: bool) -> None:
     import keras
 
+    optimizer = make_optimizer(settings.optimizer, settings.learning_rate, settings.momentum,
+                               fast=bias_variables(model), multiple=settings.bias_rate)  # fmt: skip
     model.compile(
-        optimizer=make_optimizer(settings.optimizer, settings.learning_rate, settings.momentum),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,

@@ -189,14 +189,15 @@ def train_network(job: FitJob, env, data, planned: tuple[int, float], deadline, 
     trial, folder = job.trial, job.folder(env.tune_dir)
     n_progress = shown_rows(job, data)
     resumed_plan = (read_checkpoint(folder) or {}).get("planned_epochs")
+    fresh_session()
+    model = build_model(trial.model, env.ds.image_shape, env.ds.num_classes, **trial.hp)
+    started = job.init is not None and start_from(model, Path(job.init))
     settings = trial.settings.replace(
         epochs=job.epochs or resumed_plan or job.max_epochs or 10_000, schedule="cosine",
         reduce_lr=False, warmup_epochs=job.warmup, seed=job.seed,
         augment=with_flip(trial.settings.augment, job.mirror),
+        whiten=trial.settings.whiten and not started,  # the trial's stem is trained already
     )  # fmt: skip
-    fresh_session()
-    model = build_model(trial.model, env.ds.image_shape, env.ds.num_classes, **trial.hp)
-    started = job.init is not None and start_from(model, Path(job.init))
     if job.progress:
         start = f", starting from the trial's weights ({Path(job.init).name})" if started else ""
         log(f"final: training trial {job.trial_number}'s configuration ({trial.model}, augment "
