@@ -36,18 +36,15 @@ from leaderboard import OUT, sealed_competition  # noqa: E402
 VALIDATION_ROWS = 5000  # of the 50,000 labelled rows: kept out of training, they choose
 
 
-# name -> (what it changes, changes to the final fit's settings, also the identity
-# initialisation). Each later entry adds to the one before it, as in airbench's table; the last is
-# today's recipe (resnet9s's in the registry). Lookahead with fast batch-norm momentum was
-# measured with this script at 28a2ad3 and removed (bench/README.md, *Tried and removed*).
+# name -> (what it changes, changes to the final fit's settings). Each later entry adds to the
+# one before it, as in airbench's table; the last is today's recipe (resnet9s's in the registry).
+# The identity (dirac) initialisation and lookahead with fast batch-norm momentum were measured
+# with this script at 28a2ad3 and removed (bench/README.md, *Tried and removed*).
 VARIANTS = {
-    "baseline": ("the final fit's recipe before airbench's steps",
-                 {"airbench_init": False, "bias_rate": 1.0}, False),
-    "whiten": ("+ whitening initialisation of the stem",
-               {"airbench_init": False, "bias_rate": 1.0}, "whiten"),
-    "dirac": ("+ identity initialisation of the convolutions",
-              {"airbench_init": True, "bias_rate": 1.0}, False),
-    "recipe": ("+ 64x learning rate on batch norm's biases: today's recipe", {}, False),
+    "baseline": ("the final fit's recipe before airbench's steps", {"whiten": False,
+                                                                     "bias_rate": 1.0}),
+    "whiten": ("+ whitening initialisation of the stem", {"whiten": True, "bias_rate": 1.0}),
+    "recipe": ("+ 64x learning rate on batch norm's biases: today's recipe", {}),
 }  # fmt: skip
 
 
@@ -87,7 +84,6 @@ def settings(epochs: int, seed: int, changes: dict):
 
 
 def run_one(data, variant: str, epochs: int, seed: int) -> dict:
-    from pipeline.airbench import whiten_first_conv
     from pipeline.device import fresh_session
     from pipeline.models import build_model
     from pipeline.predict import predict_proba
@@ -96,10 +92,7 @@ def run_one(data, variant: str, epochs: int, seed: int) -> dict:
     x_tr, y_tr, x_va, y_va, x_se, y_se, classes = data
     fresh_session()
     model = build_model("resnet9s", x_tr.shape[1:], len(classes))
-    _, changes, only = VARIANTS[variant]
-    if only == "whiten":  # the whitened stem without the identity convolutions
-        whiten_first_conv(model, x_tr)
-    s = settings(epochs, seed, changes)
+    s = settings(epochs, seed, VARIANTS[variant][1])
     result = fit(model, s, (x_tr, y_tr, x_va, y_va), len(classes), verbose=0, keep_best=False)
     plain = predict_proba(model, x_se)
     mirrored = predict_proba(model, x_se, flip=True)

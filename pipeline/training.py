@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import airbench
 from pipeline.batchnorm import adapt_batch_norm, bias_variables
 from pipeline.errors import PipelineError
 from pipeline.optimizers import OPTIMIZERS, SGD_FAMILY, make_optimizer
+from pipeline.whitening import whiten_first_conv
 
 # a deadline: ``time.monotonic()`` seconds, or a function returning them (re-read every epoch)
 When = float | Callable[[], float]
@@ -75,10 +75,9 @@ class TrainSettings:
     # the learning rate rises linearly from ~0 over this many epochs (batch-norm nets at a high
     # rate otherwise start from a few bad steps, and pruning judged them on those)
     warmup_epochs: float = 0.0
-    # the entry's recipe (pipeline.models.registry.Recipe): airbench's initialisation (the first
-    # convolution whitens the training patches, the later ones start as identities); batch
-    # norm's biases step at this multiple of the rate
-    airbench_init: bool = False
+    # the entry's recipe (pipeline.models.registry.Recipe): start the first convolution as the
+    # training patches' whitening; batch norm's biases step at this multiple of the rate
+    whiten: bool = False
     bias_rate: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +131,7 @@ def recipe_init(recipe, optimizer: str) -> dict[str, Any]:
     """The recipe's initialisation and bias rate for a fit with ``optimizer``: the rate only
     with SGD (measured with SGD-Nesterov; Adam's steps ignore a gradient's scale)."""
     rate = recipe.bias_rate if optimizer in SGD_FAMILY else 1.0
-    return {"airbench_init": recipe.airbench_init, "bias_rate": rate}
+    return {"whiten": recipe.whiten, "bias_rate": rate}
 
 
 def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
@@ -320,8 +319,8 @@ def fit(
     bn_momentum = adapt_batch_norm(model, steps)
     _compile(model, settings, info.get("jit_compile", False))
     state = _resume(model, checkpoint)
-    if state is None and settings.airbench_init:
-        airbench.initialise(model, x_train)
+    if state is None and settings.whiten:
+        whiten_first_conv(model, x_train)
     initial = state["epoch"] if state else 0
     cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
     saver = None

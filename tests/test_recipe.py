@@ -1,6 +1,5 @@
-"""Airbench's pieces in resnet9s's recipe: the whitened first convolution, the identity (dirac)
-convolutions and the batch-norm bias learning rate (bench/speedrun.py measures them;
-bench/README.md has the table)."""
+"""Airbench's pieces in resnet9s's recipe: the whitened first convolution and the batch-norm bias
+learning rate (bench/speedrun.py measures them; bench/README.md has the table)."""
 
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ def test_the_first_convolution_starts_as_the_training_patches_whitening():
     """Each of its first 2 x 9 filters is an eigenvector of the 3x3 patches' covariance over
     sqrt(eigenvalue + eps), then its negative: the filters map the patches' covariance to
     (nearly) the identity; the filters after them keep their initialisation."""
-    from pipeline.airbench import EPS, whiten_first_conv
+    from pipeline.whitening import EPS, whiten_first_conv
 
     x = smooth_images(60, 12)
     model = build_model("resnet9s", x.shape[1:], 3)
@@ -50,36 +49,13 @@ def test_the_first_convolution_starts_as_the_training_patches_whitening():
 
 def test_rgb_whitening_fills_as_many_pairs_as_the_stem_holds():
     """27 patch directions at 3x3x3 and 24 stem filters: the 12 strongest, each a pair."""
-    from pipeline.airbench import whiten_first_conv
+    from pipeline.whitening import whiten_first_conv
 
     x = np.concatenate([smooth_images(20, 10, s) for s in range(3)], axis=-1)
     model = build_model("resnet9s", x.shape[1:], 3)
     assert whiten_first_conv(model, x) == 12
     kernel = model.get_layer("stem_conv").get_weights()[0]
     np.testing.assert_array_equal(kernel[..., 1::2], -kernel[..., 0::2])
-
-
-def test_identity_initialisation_passes_each_later_convolutions_input_through():
-    """After it, every convolution but the stem maps its input to its first ``in`` output
-    channels unchanged (a 'same' 3x3 kernel that is a centred one); the stem is left alone."""
-    import keras
-
-    from pipeline.airbench import identity_convs
-
-    model = build_model("resnet9s", (16, 16, 1), 3)
-    stem = model.get_layer("stem_conv").get_weights()[0].copy()
-    convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
-    assert identity_convs(model) == len(convs) - 1 == 7
-    np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0], stem)
-    rng = np.random.default_rng(0)
-    for conv in convs[1:]:
-        cin, cout = conv.get_weights()[0].shape[2:]
-        x = rng.normal(size=(2, 6, 6, cin)).astype(np.float32)
-        out = np.asarray(conv(x))
-        n = min(cin, cout)
-        np.testing.assert_allclose(out[..., :n], x[..., :n], atol=1e-6)
-        if cout > n:  # the other filters keep theirs
-            assert np.abs(out[..., n:]).max() > 0
 
 
 def one_step(model, settings, x, y, start):
@@ -98,7 +74,7 @@ def test_batch_norm_biases_step_at_the_multiple_asked():
     model = build_model("resnet9s", x.shape[1:], 3)
     start = model.get_weights()
     base = settings_for(get_entry("resnet9s"), optimizer="sgd-nesterov", learning_rate=0.01,
-                        batch_size=32, epochs=1, reduce_lr=False, airbench_init=False)  # fmt: skip
+                        batch_size=32, epochs=1, reduce_lr=False, whiten=False)  # fmt: skip
     plain = one_step(model, base.replace(bias_rate=1.0), x, y, start)
     fast = one_step(model, base.replace(bias_rate=64.0), x, y, start)
     betas = [k for k in plain if k.endswith("beta")]
@@ -112,17 +88,17 @@ def test_batch_norm_biases_step_at_the_multiple_asked():
 
 
 def test_the_recipe_reaches_resnet9s_with_sgd_only():
-    """resnet9s's recipe starts from airbench's initialisation and steps batch-norm biases at
-    64x; the rate is SGD's only (Adam's steps ignore a gradient's scale); the study's entries
-    keep neither."""
+    """resnet9s's recipe starts from a whitened stem and steps batch-norm biases at 64x; the
+    rate is SGD's only (Adam's steps ignore a gradient's scale); the study's entries keep
+    neither."""
     from pipeline.optimizers import make_optimizer
 
     s = settings_for(get_entry("resnet9s"))
-    assert (s.optimizer, s.airbench_init, s.bias_rate) == ("sgd-nesterov", True, 64.0)
+    assert (s.optimizer, s.whiten, s.bias_rate) == ("sgd-nesterov", True, 64.0)
     adam = settings_for(get_entry("resnet9s"), optimizer="adam", learning_rate=1e-3)
-    assert (adam.airbench_init, adam.bias_rate) == (True, 1.0)
+    assert (adam.whiten, adam.bias_rate) == (True, 1.0)
     cnn7 = settings_for(get_entry("cnn7"))
-    assert (cnn7.airbench_init, cnn7.bias_rate) == (False, 1.0)
+    assert (cnn7.whiten, cnn7.bias_rate) == (False, 1.0)
     with pytest.raises(PipelineError, match="needs SGD"):
         make_optimizer("adam", 1e-3, multiple=64.0)
 
@@ -136,7 +112,7 @@ def test_the_recipe_reaches_resnet9s_with_sgd_only():
 )
 def test_a_resnet9s_trial_trains_with_its_recipe(tmp_path, params, expected):
     """The search's trials of resnet9s (the warm start's included) carry the recipe's
-    initialisation and, with SGD, its bias rate; the final fit and the folds train from the
+    whitening and, with SGD, its bias rate; the final fit and the folds train from the
     trial's settings."""
     import optuna
 
@@ -152,4 +128,4 @@ def test_a_resnet9s_trial_trains_with_its_recipe(tmp_path, params, expected):
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"model": "resnet9s", **params})
     settings = obj.sample(study.ask()).settings
-    assert (settings.airbench_init, settings.bias_rate) == expected
+    assert (settings.whiten, settings.bias_rate) == expected

@@ -27,11 +27,11 @@ class Recipe:
     epochs: int = 50
     # ReduceLROnPlateau(monitor val_accuracy, factor 0.5, patience 3, min_lr 1e-5), as in study 003
     reduce_lr: bool = False
-    # airbench's first three steps, which paid here together (bench/README.md): its
-    # initialisation (pipeline/airbench.py: the first convolution whitens the training patches,
-    # the later ones start as identities), and batch norm's biases stepping at ``bias_rate``
-    # times the learning rate (with SGD only: Adam's steps ignore a gradient's scale)
-    airbench_init: bool = False
+    # two of airbench's steps, which paid here together (bench/README.md): the first convolution
+    # starts as the training patches' whitening (pipeline/whitening.py), and batch norm's biases
+    # step at ``bias_rate`` times the learning rate (with SGD only: Adam's steps ignore a
+    # gradient's scale)
+    whiten: bool = False
     bias_rate: float = 1.0
     note: str = ""
 

@@ -197,7 +197,7 @@ def train_network(job: FitJob, env, data, planned: tuple[int, float], deadline, 
         reduce_lr=False, warmup_epochs=job.warmup, seed=job.seed,
         augment=with_flip(trial.settings.augment, job.mirror),
         # a network started from the trial's weights keeps them
-        airbench_init=trial.settings.airbench_init and not started,
+        whiten=trial.settings.whiten and not started,
     )  # fmt: skip
     if job.progress:
         start = f", starting from the trial's weights ({Path(job.init).name})" if started else ""

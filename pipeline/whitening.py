@@ -1,13 +1,11 @@
-"""Airbench's initialisation of a network (Keller Jordan's CIFAR-10 speedruns).
+"""Airbench's whitening initialisation of a network's first convolution.
 
-Whitening: the first convolution's first filters become the eigenvectors of the training
-images' patches (its kernel's size) scaled by 1/sqrt(eigenvalue + eps), each followed by its
-negative (the ReLU after keeps both signs); its other filters keep their initialisation. The
-layer starts by decorrelating its input (airbench: 35 -> 21 epochs on CIFAR-10).
-
-Identity (dirac): every later convolution starts by passing its input through on its first
-``in`` output channels (airbench: 21 -> 18 epochs). Both measured here by bench/speedrun.py
-(bench/README.md).
+The first convolution's first filters become the eigenvectors of the training images' patches
+(its kernel's size) scaled by 1/sqrt(eigenvalue + eps), each followed by its negative (the ReLU
+after keeps both signs); its other filters keep their initialisation. The layer starts by
+decorrelating its input, which airbench found worth 35 -> 21 epochs on CIFAR-10 and
+bench/speedrun.py measured here (bench/README.md; airbench's next step, identity-initialised
+convolutions, did not pay here and is in its *Tried and removed*).
 """
 
 from __future__ import annotations
@@ -80,30 +78,3 @@ def whiten_first_conv(model, x_uint8: np.ndarray, eps: float = EPS) -> int:
         kernel[..., 2 * i], kernel[..., 2 * i + 1] = f, -f
     conv.set_weights([kernel, *weights[1:]])
     return n
-
-
-def identity_convs(model) -> int:
-    """Every convolution after the first (odd kernel sizes) passes its input through on its
-    first min(in, out) output channels: those filters become a centred one on their own
-    channel; the number of convolutions set."""
-    import keras
-
-    convs = [lyr for lyr in all_layers(model) if type(lyr) is keras.layers.Conv2D]
-    done = 0
-    for conv in convs[1:]:
-        weights = conv.get_weights()
-        kernel = weights[0]
-        kh, kw, cin, cout = kernel.shape
-        if kh % 2 == 0 or kw % 2 == 0:
-            continue
-        n = min(cin, cout)
-        kernel[..., :n] = 0.0
-        kernel[kh // 2, kw // 2, range(n), range(n)] = 1.0
-        conv.set_weights([kernel, *weights[1:]])
-        done += 1
-    return done
-
-
-def initialise(model, x_uint8: np.ndarray) -> tuple[int, int]:
-    """Both: (filter pairs whitened, convolutions set to identity)."""
-    return whiten_first_conv(model, x_uint8), identity_convs(model)
