@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from pipeline.errors import PipelineError
 
 OPTIMIZERS = ("adam", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
@@ -19,10 +21,12 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0, *,
     if multiple != 1.0 and name not in SGD_FAMILY:
         raise PipelineError(f"a learning-rate multiple needs SGD; {name!r} has none")
     if name in SGD_FAMILY:
-        momentum = momentum or (0.9 if name == "sgd-nesterov" else 0.0)
-        cls = _sgd_with_multiple() if multiple != 1.0 else keras.optimizers.SGD
-        extra = {"fast": fast, "multiple": multiple} if multiple != 1.0 else {}
-        return cls(learning_rate, momentum=momentum, nesterov=name == "sgd-nesterov", **extra)
+        nesterov = name == "sgd-nesterov"
+        momentum = momentum or (0.9 if nesterov else 0.0)
+        if multiple == 1.0:
+            return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov)
+        return _sgd_with_multiple()(learning_rate, momentum=momentum, nesterov=nesterov,
+                                    fast=fast, multiple=multiple)  # fmt: skip
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     if name == "rmsprop":
@@ -32,6 +36,7 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0, *,
     raise PipelineError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
+@functools.cache
 def _sgd_with_multiple():
     """Keras's SGD, stepping some variables at a multiple of the learning rate."""
     import keras

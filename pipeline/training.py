@@ -127,9 +127,10 @@ def read_checkpoint(folder: Path | None) -> dict[str, Any] | None:
     return state
 
 
-def recipe_init(recipe, optimizer: str) -> dict[str, Any]:
-    """The recipe's initialisation and bias rate for a fit with ``optimizer``: the rate only
-    with SGD (measured with SGD-Nesterov; Adam's steps ignore a gradient's scale)."""
+def airbench_steps(recipe, optimizer: str) -> dict[str, Any]:
+    """The recipe's airbench steps (whitened stem, batch-norm bias rate) for a fit with
+    ``optimizer``: the rate only with SGD (measured with SGD-Nesterov; Adam's steps ignore a
+    gradient's scale)."""
     rate = recipe.bias_rate if optimizer in SGD_FAMILY else 1.0
     return {"whiten": recipe.whiten, "bias_rate": rate}
 
@@ -150,7 +151,7 @@ def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
     if base["optimizer"] not in OPTIMIZERS:
         raise PipelineError(f"unknown optimizer {base['optimizer']!r}; choose from {OPTIMIZERS}")
     augment_parts(base.get("augment", "off"))  # an unknown part is a one-line error
-    return TrainSettings(**{**recipe_init(r, base["optimizer"]), **base})
+    return TrainSettings(**{**airbench_steps(r, base["optimizer"]), **base})
 
 
 def dataset_options(device: str):

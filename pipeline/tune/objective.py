@@ -23,7 +23,7 @@ from pipeline.data import Dataset
 from pipeline.data.split import Split
 from pipeline.models.classical import FIT_ONCE as CLASSICAL_RECIPE
 from pipeline.records import TrialRecord, write_trial
-from pipeline.training import TrainSettings, recipe_init
+from pipeline.training import TrainSettings, airbench_steps
 from pipeline.tune.cost import Budget, CostModel, batch_for_rows
 from pipeline.tune.plan import TunePlan
 from pipeline.tune.trials import history_path, sampled_width, validation_probs_path
@@ -140,7 +140,7 @@ class Objective:
                 reduce_lr=spec["reduce_lr"], augment=spec["augment"],
                 label_smoothing=spec["label_smoothing"], seed=self.seed + trial.number,
                 warmup_epochs=min(WARMUP_EPOCHS, (clipped or epochs) / 4),
-                **recipe_init(entries[name].recipe, spec["optimizer"]),
+                **airbench_steps(entries[name].recipe, spec["optimizer"]),
             )  # fmt: skip
         write_trial(trial, TrialRecord(model=name, hp=spec["hp"], settings=settings,
                                        epochs_clipped_to=clipped))  # fmt: skip
