@@ -129,3 +129,30 @@ def test_a_resnet9s_trial_trains_with_its_recipe(tmp_path, params, expected):
     study.enqueue_trial({"model": "resnet9s", **params})
     settings = obj.sample(study.ask()).settings
     assert (settings.whiten, settings.bias_rate) == expected
+
+
+def test_the_final_fit_keeps_the_recipe_and_the_trials_whitened_weights(demo_small, tmp_path):
+    """The final fit of a resnet9s trial trains with the trial's bias rate and, started from the
+    trial's weights, does not whiten them again; the trial itself started whitened."""
+    import json
+
+    import optuna
+
+    from pipeline import cli
+    from pipeline.records import read_trial
+
+    args = ["tune", "--data", str(demo_small), "--artifacts", str(tmp_path / "art"),
+            "--submissions", str(tmp_path / "subs"), "--models", "resnet9s", "--max-epochs", "1",
+            "--limit", "600", "--timeout", "300", "--no-report", "--trials", "1",
+            "--search-rows", "240", "--isolate", "none", "--final", "fit",
+            "--final-max-epochs", "2"]  # fmt: skip
+    assert cli.main(args) == 0
+    tune_dir = tmp_path / "art" / "fashion-mnist" / "tune"
+    best = json.loads((tune_dir / "best.json").read_text())
+    final = best["final_fit"]
+    assert final["model"] == "resnet9s" and final["started_from"]
+    url = f"sqlite:///{tmp_path / 'art' / 'fashion-mnist' / 'optuna.db'}"
+    study = optuna.load_study(study_name="fashion-mnist", storage=url)
+    trial = read_trial(study.trials[final["trial"]]).settings
+    assert (trial.optimizer, trial.whiten, trial.bias_rate) == ("sgd-nesterov", True, 64.0)
+    assert (final["settings"]["whiten"], final["settings"]["bias_rate"]) == (False, 64.0)
