@@ -3,13 +3,13 @@ machine's speed drops out.
 
 Trains resnet9s from scratch with the final fit's recipe (SGD-Nesterov 0.1, batch 256,
 pad-and-crop and mirror, label smoothing 0.1, one warmup epoch, a cosine over the epochs asked;
-the stem whitened, batch norm's biases at 64x the rate)
+batch norm's biases at 64x the rate)
 on the demo less its sealed rows (bench/leaderboard.py's 10,000), for each epoch count and seed,
 and reports per variant and epoch count: accuracy on VALIDATION_ROWS of the labelled rows kept
 out of training (the rows a change is chosen on), the sealed accuracy (plain and with the mirror
 as a test-time view: what the final fit submits; reported, never chosen on), seconds per epoch.
 
-    .venv/bin/python bench/speedrun.py [--variants baseline,whiten,...] [--epochs 4,8,16]
+    .venv/bin/python bench/speedrun.py [--variants baseline,recipe,...] [--epochs 4,8,16]
         [--seeds 3] [--limit N]
 
 Each run goes to bench/results/speedrun-<stamp>.jsonl; the table (mean, min..max over seeds)
@@ -41,14 +41,12 @@ VALIDATION_ROWS = 5000  # of the 50,000 labelled rows: kept out of training, the
 # "recipe" (today's, resnet9s's in the registry) each entry adds to the one before it, as in
 # airbench's table.
 # The identity (dirac) initialisation and lookahead with fast batch-norm momentum were measured
-# with this script at 28a2ad3 and removed (bench/README.md, *Tried and removed*).
+# with this script at 28a2ad3, the whitened stem at 1a79f84 (its "whiten" and "bias" variants),
+# and removed (bench/README.md, *Tried and removed*).
 VARIANTS = {
-    "baseline": ("the final fit's recipe before airbench's steps", {"whiten": False,
-                                                                     "bias_rate": 1.0}),
-    "whiten": ("+ whitening initialisation of the stem", {"whiten": True, "bias_rate": 1.0}),
+    "baseline": ("the final fit's recipe before airbench's steps", {"bias_rate": 1.0}),
     "recipe": ("+ 64x learning rate on batch norm's biases: today's recipe", {}),
     # off the chain: each is today's recipe with one thing changed
-    "bias": ("the 64x bias rate without the whitened stem", {"whiten": False}),
     "wide": ("today's recipe on resnet9s 1.41x as wide (~2x the cost per epoch)",
              {"width": 1.41}),
 }  # fmt: skip

@@ -23,7 +23,6 @@ import numpy as np
 from pipeline.batchnorm import adapt_batch_norm, bias_variables
 from pipeline.errors import PipelineError
 from pipeline.optimizers import OPTIMIZERS, SGD_FAMILY, make_optimizer
-from pipeline.whitening import whiten_first_conv
 
 # a deadline: ``time.monotonic()`` seconds, or a function returning them (re-read every epoch)
 When = float | Callable[[], float]
@@ -75,9 +74,8 @@ class TrainSettings:
     # the learning rate rises linearly from ~0 over this many epochs (batch-norm nets at a high
     # rate otherwise start from a few bad steps, and pruning judged them on those)
     warmup_epochs: float = 0.0
-    # the entry's recipe (pipeline.models.registry.Recipe): start the first convolution as the
-    # training patches' whitening; batch norm's biases step at this multiple of the rate
-    whiten: bool = False
+    # the entry's recipe (pipeline.models.registry.Recipe): batch norm's biases step at this
+    # multiple of the rate
     bias_rate: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,11 +126,9 @@ def read_checkpoint(folder: Path | None) -> dict[str, Any] | None:
 
 
 def airbench_steps(recipe, optimizer: str) -> dict[str, Any]:
-    """The recipe's airbench steps (whitened stem, batch-norm bias rate) for a fit with
-    ``optimizer``: the rate only with SGD (measured with SGD-Nesterov; Adam's steps ignore a
-    gradient's scale)."""
-    rate = recipe.bias_rate if optimizer in SGD_FAMILY else 1.0
-    return {"whiten": recipe.whiten, "bias_rate": rate}
+    """The recipe's airbench step (the batch-norm bias rate) for a fit with ``optimizer``: the
+    rate only with SGD (measured with SGD-Nesterov; Adam's steps ignore a gradient's scale)."""
+    return {"bias_rate": recipe.bias_rate if optimizer in SGD_FAMILY else 1.0}
 
 
 def settings_for(entry, seed: int = 42, **overrides: Any) -> TrainSettings:
@@ -320,8 +316,6 @@ def fit(
     bn_momentum = adapt_batch_norm(model, steps)
     _compile(model, settings, info.get("jit_compile", False))
     state = _resume(model, checkpoint)
-    if state is None and settings.whiten:
-        whiten_first_conv(model, x_train)
     initial = state["epoch"] if state else 0
     cbs, timer, best, stopper, schedule = _callbacks(settings, deadline, keep_best, state)
     saver = None

@@ -27,11 +27,8 @@ class Recipe:
     epochs: int = 50
     # ReduceLROnPlateau(monitor val_accuracy, factor 0.5, patience 3, min_lr 1e-5), as in study 003
     reduce_lr: bool = False
-    # two of airbench's steps, which paid here together (bench/README.md): the first convolution
-    # starts as the training patches' whitening (pipeline/whitening.py), and batch norm's biases
-    # step at ``bias_rate`` times the learning rate (with SGD only: Adam's steps ignore a
-    # gradient's scale)
-    whiten: bool = False
+    # airbench's batch-norm bias rate (bench/README.md): batch norm's biases step at
+    # ``bias_rate`` times the learning rate (with SGD only: Adam's steps ignore a gradient's scale)
     bias_rate: float = 1.0
     note: str = ""
 

@@ -196,8 +196,6 @@ def train_network(job: FitJob, env, data, planned: tuple[int, float], deadline, 
         epochs=job.epochs or resumed_plan or job.max_epochs or 10_000, schedule="cosine",
         reduce_lr=False, warmup_epochs=job.warmup, seed=job.seed,
         augment=with_flip(trial.settings.augment, job.mirror),
-        # a network started from the trial's weights keeps them
-        whiten=trial.settings.whiten and not started,
     )  # fmt: skip
     if job.progress:
         start = f", starting from the trial's weights ({Path(job.init).name})" if started else ""
