@@ -421,3 +421,23 @@ def test_a_trial_whose_sampled_width_a_fresh_worker_cannot_hold_is_refused(tmp_p
     record = TrialRecord(model="cnn7", settings=TrainSettings("sgd", 0.1, 0.9, 16, 2, False))
     fit = FitJob("final", trial.number, record, None, 0.0, width=sampled_width(trial))
     assert cost.too_big(*fit.footprint()) == (width == 2.0)
+
+
+def test_the_light_warm_start_where_the_search_cannot_hold_two_standard_trials(capsys):
+    """fer48 at 300 s: 6,000 48x48 rows, one resnet9s trial priced ~125 s, so the search beside
+    the folds (120 s) holds not even one; the light warm start (4x cheaper) leaves room for the
+    search and its folds fit. At 900 s, or with the warm start named, resnet9s stays."""
+    per_mac = 125 / (15 * MACS["resnet9s"] * epoch_seconds(1.0, 3840, 960))
+    cost = CostModel(per_mac, MACS)
+    plan = make_plan(TuneOptions(timeout=300), 6000, cost)
+    assert plan.warm_start == "lenet5_wide" and plan.final == "folds" and plan.kfold == 5
+    assert (
+        "warm start lenet5_wide: the search beside the folds would not hold 2 trials of "
+        "resnet9s (~125 s each)" in capsys.readouterr().out
+    )
+    assert make_plan(TuneOptions(timeout=900), 6000, cost).warm_start == "resnet9s"
+    named = make_plan(TuneOptions(timeout=300, warm_start="resnet9s"), 6000, cost)
+    assert named.warm_start == "resnet9s" and named.final == "trials"
+    # digits28 at 300 s: a trial of ~60 s measured; two of them fit the 120 s
+    quicker = make_plan(TuneOptions(timeout=300), 6000, CostModel(per_mac / 2.5, MACS))
+    assert quicker.warm_start == "resnet9s" and quicker.kfold == 5

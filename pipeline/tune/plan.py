@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from pipeline.memory import PROCESS_LIMIT_MIB
 from pipeline.options import TuneOptions
+from pipeline.search_space import LIGHT_WARM_START
 from pipeline.tune import log
 from pipeline.tune.cost import EXIT_MARGIN, CostModel
 
@@ -134,8 +135,33 @@ def make_plan(opts: TuneOptions, n_labelled: int, cost: CostModel | None, n_test
         kfold=KFOLD if final == "folds" else 0, warm_start=warm,
     )  # fmt: skip
     if opts.final == "auto" and final == "folds" and cost is not None and not opts.search_only:
+        if opts.warm_start == "auto":
+            plan = light_when_dear(plan, cost, n_used)
         plan = folds_fit(plan, cost, n_used, n_test)
     return plan
+
+
+def trial_seconds(plan: TunePlan, cost: CostModel, model: str, n_labelled: int) -> float:
+    """Seconds of one trial of ``model`` on every row of the search's split (64% / 16% of the
+    labelled rows), by the cost model."""
+    return plan.max_epochs * cost.epoch_seconds(model, int(0.64 * n_labelled),
+                                                int(0.16 * n_labelled))  # fmt: skip
+
+
+def light_when_dear(plan: TunePlan, cost: CostModel, n_labelled: int) -> TunePlan:
+    """The plan with the light warm start (LIGHT_WARM_START) where the search beside the folds
+    could not hold SEARCH_HOLDS trials of the standard one. At 300 s, fer48 (6,000 48x48 rows)
+    spent 191 s of the search on one resnet9s trial, had no time for folds or a final fit and
+    submitted that trial's model (0.8015 sealed, below SVC()'s 0.8425; bench/README.md)."""
+    light = LIGHT_WARM_START["model"]
+    if plan.warm_start not in cost.macs or light not in cost.macs:
+        return plan
+    trial = trial_seconds(plan, cost, plan.warm_start, n_labelled)
+    if plan.timeout - plan.reserve - EXIT_MARGIN >= SEARCH_HOLDS * trial:
+        return plan
+    log(f"warm start {light}: the search beside the folds would not hold {SEARCH_HOLDS} trials "
+        f"of {plan.warm_start} (~{trial:.0f} s each)")  # fmt: skip
+    return dataclasses.replace(plan, warm_start=light)
 
 
 def folds_fit(plan: TunePlan, cost: CostModel, n_labelled: int, n_test: int) -> TunePlan:
@@ -152,8 +178,7 @@ def folds_fit(plan: TunePlan, cost: CostModel, n_labelled: int, n_test: int) -> 
         return plan
     give_up = dataclasses.replace(plan, final="trials", kfold=0,
                                   reserve=min(FINAL_RESERVE, 0.2 * plan.timeout))  # fmt: skip
-    trial = plan.max_epochs * cost.epoch_seconds(model, int(0.64 * n_labelled),
-                                                 int(0.16 * n_labelled))  # fmt: skip
+    trial = trial_seconds(plan, cost, model, n_labelled)
     search = plan.timeout - plan.reserve - EXIT_MARGIN
     if search < SEARCH_HOLDS * trial:
         log(f"no k-fold final stage: the search's ~{max(search, 0):.0f} s left beside it would "
