@@ -9,6 +9,8 @@ the measured cost (:class:`~pipeline.tune.cost.CostModel`), never from the devic
   labelled row on small data (:data:`KFOLD_MAX_ROWS`; :data:`KFOLD_SHARE` of the budget) where
   they fit (:func:`folds_fit`), else the trials' own models (and a final fit in the time the
   search leaves, :mod:`pipeline.tune.modes`).
+- **The warm start.** resnet9s, or the light one (lenet5_wide) where the search beside the
+  folds could not hold :data:`SEARCH_HOLDS` resnet9s trials (:func:`light_when_dear`).
 - **Entries.** Those that cannot finish an epoch in a quarter of the search's share, or whose
   final fit could not train :data:`MIN_FINAL_EPOCHS`, are left out (:func:`choose_models`).
 
