@@ -12,8 +12,7 @@ from pipeline.training import fit, settings_for
 
 
 def smooth_images(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """uint8 images whose neighbouring pixels are correlated (a blurred noise), so the
-    patches' covariance is far from the identity."""
+    """uint8 images of a blurred noise (neighbouring pixels correlated, as in real images)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, size + 2, size + 2))
     x = (x[:, :-2, :-2] + x[:, 1:-1, 1:-1] + x[:, 2:, 2:] + x[:, 1:-1, :-2]) / 4

@@ -150,6 +150,11 @@ def trial_seconds(plan: TunePlan, cost: CostModel, model: str, n_labelled: int) 
                                                 int(0.16 * n_labelled))  # fmt: skip
 
 
+def search_seconds(plan: TunePlan) -> float:
+    """Seconds of the budget the search has beside the plan's reserve."""
+    return plan.timeout - plan.reserve - EXIT_MARGIN
+
+
 def light_when_dear(plan: TunePlan, cost: CostModel, n_labelled: int) -> TunePlan:
     """The plan with the light warm start (LIGHT_WARM_START) where the search beside the folds
     could not hold SEARCH_HOLDS trials of the standard one. At 300 s, fer48 (6,000 48x48 rows)
@@ -159,7 +164,7 @@ def light_when_dear(plan: TunePlan, cost: CostModel, n_labelled: int) -> TunePla
     if plan.warm_start not in cost.macs or light not in cost.macs:
         return plan
     trial = trial_seconds(plan, cost, plan.warm_start, n_labelled)
-    if plan.timeout - plan.reserve - EXIT_MARGIN >= SEARCH_HOLDS * trial:
+    if search_seconds(plan) >= SEARCH_HOLDS * trial:
         return plan
     log(f"warm start {light}: the search beside the folds would not hold {SEARCH_HOLDS} trials "
         f"of {plan.warm_start} (~{trial:.0f} s each)")  # fmt: skip
@@ -181,7 +186,7 @@ def folds_fit(plan: TunePlan, cost: CostModel, n_labelled: int, n_test: int) -> 
     give_up = dataclasses.replace(plan, final="trials", kfold=0,
                                   reserve=min(FINAL_RESERVE, 0.2 * plan.timeout))  # fmt: skip
     trial = trial_seconds(plan, cost, model, n_labelled)
-    search = plan.timeout - plan.reserve - EXIT_MARGIN
+    search = search_seconds(plan)
     if search < SEARCH_HOLDS * trial:
         log(f"no k-fold final stage: the search's ~{max(search, 0):.0f} s left beside it would "
             f"not hold {SEARCH_HOLDS} trials of {model} (~{trial:.0f} s each)")  # fmt: skip
