@@ -19,6 +19,7 @@ from pipeline.tune import cost as cost_module
 from pipeline.tune import kfold
 from pipeline.tune.cost import PREDICT_FIXED_S, CostModel, epoch_seconds
 from pipeline.tune.plan import (
+    LIGHT_FINAL_EPOCHS,
     MIN_FINAL_EPOCHS,
     MIN_FOLD_EPOCHS,
     choose_models,
@@ -441,3 +442,23 @@ def test_the_light_warm_start_where_the_search_cannot_hold_two_standard_trials(c
     # digits28 at 300 s: a trial of ~60 s measured; two of them fit the 120 s
     quicker = make_plan(TuneOptions(timeout=300), 6000, CostModel(per_mac / 2.5, MACS))
     assert quicker.warm_start == "resnet9s" and quicker.kfold == 5
+
+
+def test_the_light_warm_start_where_the_final_fit_cannot_train_enough_standard_epochs(capsys):
+    """The demo at 300 s: 50,000 labelled rows, the final fit's 195 s priced at ~6 epochs of
+    resnet9s on all 40,000 training rows, fewer than LIGHT_FINAL_EPOCHS: the run starts from
+    the light warm start. At 900 s (~20 epochs), or with the warm start named, resnet9s stays."""
+    n_train, n_holdout = split_sizes(50_000)
+    per_mac = 30 / (MACS["resnet9s"] * epoch_seconds(1.0, n_train, 2000))  # ~30 s an epoch
+    cost = CostModel(per_mac, MACS)
+    plan = make_plan(TuneOptions(timeout=300), 50_000, cost, 10_000)
+    epochs = final_epochs(plan, cost, "resnet9s", n_train, n_holdout, 10_000)
+    assert 0 < epochs < LIGHT_FINAL_EPOCHS
+    assert plan.final_fit and plan.warm_start == "lenet5_wide"
+    assert (
+        f"warm start lenet5_wide: the final fit could train ~{epochs} epochs of resnet9s on all "
+        "40000 rows" in capsys.readouterr().out
+    )
+    assert make_plan(TuneOptions(timeout=900), 50_000, cost, 10_000).warm_start == "resnet9s"
+    named = make_plan(TuneOptions(timeout=300, warm_start="resnet9s"), 50_000, cost, 10_000)
+    assert named.warm_start == "resnet9s"
